@@ -1,0 +1,3 @@
+import os
+
+os.environ.setdefault("FTLAB_QUIET", "1")
