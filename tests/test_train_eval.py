@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+from math import comb
+
+import ftlab
+from ftlab.evaluate import paired_bootstrap, pass_at_k
+from ftlab.model import GPTConfig, TinyGPT
+from ftlab.seeds import seed_everything, shift
+from ftlab.train import lr_at, train
+
+
+def test_train_learns_a_tiny_task_and_records_history():
+    seed_everything(0)
+    model = TinyGPT(GPTConfig(n_layer=2))
+    data = ftlab.get_task("copy").examples(256, seed=0)
+    calls = []
+    hist = train(model, data, steps=60, lr=3e-3, batch_size=32, evals={"n": lambda: len(calls) or calls.append(1) or 1},
+                 eval_every=20)
+    assert len(hist.loss) == 60 and hist.loss[-1] < 0.6 * hist.loss[0]
+    assert [s for s, _ in hist.evals["n"]] == [20, 40, 60]
+
+
+def test_trainable_filter_freezes_the_rest():
+    model = TinyGPT(GPTConfig(n_layer=1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train(model, ftlab.get_task("copy").examples(32), steps=3, lr=1e-2, trainable=lambda n: "lm_head" in n)
+    for n, p in model.named_parameters():
+        assert torch.equal(before[n], p) != ("lm_head" in n), n
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(steps=0), "steps"), (dict(lr=0.0), "lr"), (dict(schedule="step"), "'step'"),
+    (dict(trainable=lambda n: False), "no trainable"),
+])
+def test_train_rejects_bad_input(kw, match):
+    args = dict(steps=1, lr=1e-3) | kw
+    with pytest.raises(ValueError, match=match):
+        train(TinyGPT(GPTConfig(n_layer=1)), ftlab.get_task("copy").examples(4), **args)
+
+
+def test_warmup_then_cosine():
+    assert lr_at(0, 100, 1.0, 10, "cosine") == pytest.approx(0.1)
+    assert lr_at(10, 100, 1.0, 10, "cosine") == pytest.approx(1.0)
+    assert lr_at(100, 100, 1.0, 10, "cosine") == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("n,c,k", [(10, 3, 1), (10, 3, 5), (20, 0, 4), (5, 5, 2), (8, 7, 3)])
+def test_pass_at_k_matches_the_combinatorial_formula(n, c, k):
+    assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
+
+
+def test_pass_at_1_is_the_mean():
+    assert pass_at_k(10, 4, 1) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("args,match", [((5, 6, 1), "c=6"), ((5, 2, 6), "k=6"), ((0, 0, 1), "n=0")])
+def test_pass_at_k_rejects_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        pass_at_k(*args)
+
+
+def test_paired_bootstrap_is_tighter_than_unpaired():
+    rng = np.random.default_rng(0)
+    difficulty = rng.random(300)
+    a = (rng.random(300) < difficulty + 0.05).astype(float)
+    b = (rng.random(300) < difficulty).astype(float)
+    ci = paired_bootstrap(a, b, seed=0)
+    assert ci.low <= ci.diff <= ci.high
+    same = paired_bootstrap(a, a, seed=0)
+    assert same.diff == same.low == same.high == 0.0 and not same.excludes_zero
+    with pytest.raises(ValueError, match="same length"):
+        paired_bootstrap([1, 0], [1, 0, 1])
+
+
+def test_seed_offset_shifts_every_seed(monkeypatch):
+    assert shift(5) == 5
+    monkeypatch.setenv("FTLAB_SEED_OFFSET", "2")
+    assert shift(5) == 2005
+    a = ftlab.get_task("rev").items(5, seed=0)
+    monkeypatch.setenv("FTLAB_SEED_OFFSET", "0")
+    assert a != ftlab.get_task("rev").items(5, seed=0)
+    monkeypatch.setenv("FTLAB_SEED_OFFSET", "x")
+    with pytest.raises(ValueError, match="'x'"):
+        shift(1)
+
+
+def test_show_renders_ftlab_source_only(capsys):
+    ftlab.show(ftlab.pass_at_k)
+    assert "def pass_at_k" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not from ftlab"):
+        ftlab.show(np.mean)
