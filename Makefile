@@ -1,0 +1,52 @@
+# The two commands a reader needs are `make book` and `make test`; both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BUILD  := $(VENV)/bin/jupyter-book build . --all -W -n --keep-going
+NBVAL  := $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env
+export FTLAB_QUIET := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: setup book test unit notebooks sync-check build bench seeds sync checkpoints serve clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+book: setup             ## execute every chapter and write the HTML to _build/html
+	$(BUILD)
+	@echo "open _build/html/index.html, or run: make serve"
+
+test: setup unit notebooks build   ## every check; fails on any error
+
+unit: setup             ## unit tests of ftlab, plus the twin-sync and URL checks
+	$(PY) -m pytest tests
+
+notebooks: setup        ## nbval over every chapter twin (asserts inside the notebooks)
+	$(NBVAL) chapters/*.ipynb
+
+build: setup            ## the book, warnings as errors, every cell executed
+	$(BUILD)
+
+bench: setup            ## wall seconds and peak RSS per notebook -> _build/bench.json
+	$(PY) tools/bench.py
+
+seeds: setup            ## rerun every notebook under 3 other seeds
+	$(PY) tools/seeds.py 1 2 3
+
+sync: setup             ## Colab URLs from _config.yml, then regenerate the .ipynb twins
+	$(PY) tools/sync.py
+
+checkpoints: setup      ## retrain the shipped checkpoints (tens of minutes; CI does not run it)
+	$(PY) tools/make_checkpoints.py
+
+serve: book             ## serve the built book on http://127.0.0.1:8000
+	$(PY) -m http.server --directory _build/html --bind 127.0.0.1 8000
+
+clean:
+	rm -rf _build .pytest_cache
