@@ -1,0 +1,41 @@
+"""Chapter conventions the generated pages rely on (see CONTRIBUTING.md)."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.md"))
+TAG_LINE = re.compile(r"^\*\*(screen|mid|senior|staff) · (very-common|common|occasional) · "
+                      r"(conceptual|scenario|design|debugging|coding)\*\*$")
+
+
+def _questions(md: Path):
+    """(label, heading, tag line) for every question heading, i.e. one preceded by a (q-...)= label."""
+    lines = md.read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^\((q-[a-z0-9-]+)\)=$", line)
+        if m:
+            heading = lines[i + 1] if i + 1 < len(lines) else ""
+            tag = next((l for l in lines[i + 2:i + 5] if l.strip()), "")
+            out.append((m.group(1), heading, tag, md.name))
+    return out
+
+
+def test_question_labels_are_unique_and_headed():
+    qs = [q for md in CHAPTERS for q in _questions(md)]
+    labels = [q[0] for q in qs]
+    assert len(labels) == len(set(labels)), "duplicate question labels"
+    for label, heading, tag, name in qs:
+        assert re.match(r"^#{2,4} \S", heading), f"{name}: label {label} must be followed by a heading"
+        assert TAG_LINE.match(tag), f"{name}: {heading!r} needs a tag line like **mid · common · conceptual**, got {tag!r}"
+
+
+def test_chapters_start_with_title_and_end_with_quiz():
+    for md in CHAPTERS:
+        text = md.read_text(encoding="utf-8")
+        assert re.search(r"^# \d\d · ", text, re.M), f"{md.name}: title must read '# NN · Title'"
+        assert "## Exercises" in text and "## Self-quiz" in text, f"{md.name}: needs Exercises and Self-quiz"
+        assert text.count("{dropdown}") >= 6, f"{md.name}: the self-quiz needs at least 6 hidden answers"
+        stubs = re.findall(r":tags: \[raises-exception\]", text)
+        solutions = re.findall(r"```\{solution-start\}", text)
+        assert len(solutions) >= len(stubs) >= 1 or md.stem.startswith("00"), f"{md.name}: exercises need solutions"
