@@ -1,0 +1,417 @@
+"""ftlab.peft: LoRA against the paper's formula, multi-LoRA routing, prompt and prefix
+tuning and bottleneck adapters through the course's own train() and generate()."""
+import copy
+import math
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ftlab.chat import chat_prompt
+from ftlab.generation import generate
+from ftlab.model import GPTConfig, TinyGPT
+from ftlab.peft import (BottleneckAdapter, LoRALinear, PrefixTuningModel, PromptTuningModel, add_adapters,
+                        add_lora, add_multi_lora, check_lora_layer, count_trainable, merge_lora, use_adapter)
+from ftlab.tasks import get_task
+from ftlab.tokenizer import EOS_ID, encode, pad_batch
+from ftlab.train import train
+
+PROMPTS = [chat_prompt("rot abc"), chat_prompt("rot hello"), chat_prompt("rot xy")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Matrices this small run faster on one thread, and CI may share its cores.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def base():
+    torch.manual_seed(0)
+    m = TinyGPT(GPTConfig())
+    with torch.no_grad():  # a random model would often stop at once; this keeps every decode step in play
+        m.lm_head.weight[EOS_ID] = 0.0
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def rot_data():
+    return get_task("rot").examples(64, seed=0)
+
+
+def randomize_lora(model, seed=1, std=0.1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.copy_(torch.randn(m.lora_B.shape, generator=g) * std)
+
+
+def assert_batch_equals_single(model, prompts=PROMPTS):
+    batched = generate(model, prompts, max_new_tokens=6)
+    single = [generate(model, [p], max_new_tokens=6)[0] for p in prompts]
+    assert [g.text for g in batched] == [g.text for g in single]
+    for a, b in zip(batched, single):
+        torch.testing.assert_close(torch.tensor(a.token_logprobs), torch.tensor(b.token_logprobs),
+                                   atol=1e-4, rtol=1e-4)
+    assert all(len(g.token_logprobs) == 6 for g in batched)
+
+
+def assert_cache_matches_full(model):
+    """Decoding token by token through the cache gives the logits of one full pass."""
+    ids, mask = pad_batch([encode(chat_prompt("rot abc") + "bcd"), encode(chat_prompt("rot x"))], side="left")
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask)
+        k = 5
+        logits, cache = model(ids[:, :k], attention_mask=mask[:, :k], use_cache=True)
+        steps = [logits]
+        for t in range(k, ids.shape[1]):
+            logits, cache = model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], past_key_values=cache,
+                                  use_cache=True)
+            steps.append(logits)
+    real = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], atol=1e-5, rtol=1e-4)
+
+
+def assert_trains(model, data, **kw):
+    """train() lowers the loss, and only the method's own parameters change."""
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    hist = train(model, data, steps=30, lr=1e-2, **kw)
+    assert sum(hist.loss[-5:]) / 5 < hist.loss[0] - 0.02, (hist.loss[0], hist.loss[-5:])
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) != p.requires_grad, f"{n}: requires_grad={p.requires_grad}"
+
+
+# --- LoRALinear ---------------------------------------------------------------------------
+def test_lora_starts_as_the_base_layer():
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 24)
+    x = torch.randn(3, 7, 32)
+    ref = lin(x)
+    layer = LoRALinear(lin, r=4, lora_alpha=8)
+    torch.testing.assert_close(layer(x), ref, rtol=0, atol=0)
+    assert layer.lora_A.shape == (4, 32) and layer.lora_B.shape == (24, 4)
+    assert not layer.lora_B.any() and layer.lora_A.abs().sum() > 0
+
+
+def test_lora_only_adapter_gets_gradients():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(32, 24), r=4, lora_alpha=8)
+    layer(torch.randn(5, 32)).pow(2).sum().backward()
+    grads = {n for n, p in layer.named_parameters() if p.grad is not None}
+    assert grads == {"lora_A", "lora_B"}
+    # At init B = 0, so A's gradient is zero and only B moves on the first step (Hu et al. 2021).
+    assert not layer.lora_A.grad.any() and layer.lora_B.grad.any()
+
+
+def test_lora_matches_paper_formula():
+    """h = W0 x + (alpha / r) B A x, computed by hand."""
+    torch.manual_seed(0)
+    lin = nn.Linear(20, 12)
+    layer = LoRALinear(lin, r=3, lora_alpha=6)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(4, 20)
+    W0, b, A, B = lin.weight, lin.bias, layer.lora_A, layer.lora_B
+    by_hand = x @ W0.T + b + (6 / 3) * (B @ A @ x.T).T
+    torch.testing.assert_close(layer(x), by_hand)
+
+
+def test_lora_merge_equals_unmerged():
+    torch.manual_seed(0)
+    for bias in (True, False):
+        layer = LoRALinear(nn.Linear(16, 24, bias=bias), r=8, lora_alpha=16)
+        with torch.no_grad():
+            layer.lora_B.normal_()
+        x = torch.randn(6, 16)
+        merged = layer.merge()
+        assert type(merged) is nn.Linear and (merged.bias is not None) == bias
+        torch.testing.assert_close(merged(x), layer(x))
+
+
+def test_lora_param_count_4096():
+    layer = LoRALinear(nn.Linear(4096, 4096, bias=False), r=16, lora_alpha=32)
+    assert count_trainable(layer) == 131_072 == 16 * (4096 + 4096)
+    assert 4096 * 4096 // 131_072 == 128
+
+
+def test_lora_scaling_and_rslora():
+    lin = nn.Linear(64, 64)
+    assert LoRALinear(lin, r=16, lora_alpha=32).scaling == 2.0
+    assert LoRALinear(lin, r=16, lora_alpha=32, use_rslora=True).scaling == 32 / math.sqrt(16) == 8.0
+
+
+# --- add_lora / merge_lora on TinyGPT ---------------------------------------------------------
+def test_add_lora_on_tinygpt_and_merge(base):
+    cfg = base.config
+    n = add_lora(base, ["q_proj", "v_proj"], r=4, lora_alpha=8)
+    assert n == cfg.n_layer * 2 * 4 * (cfg.d_model + cfg.d_model) == 3072
+    assert n == count_trainable(base)
+    assert isinstance(base.layers[0].attn.q_proj, LoRALinear)
+    assert isinstance(base.layers[0].attn.k_proj, nn.Linear)
+    assert {n.rsplit(".", 1)[-1] for n, p in base.named_parameters() if p.requires_grad} == {"lora_A", "lora_B"}
+    randomize_lora(base)
+    ids = torch.tensor([encode(PROMPTS[0])])
+    before = base(ids)
+    assert merge_lora(base) is base
+    assert not any(isinstance(m, LoRALinear) for m in base.modules())
+    assert type(base.layers[2].attn.v_proj) is nn.Linear
+    torch.testing.assert_close(base(ids), before)
+
+
+def test_lora_trains_and_generates(base, rot_data):
+    add_lora(base, ["q_proj", "k_proj", "v_proj", "o_proj"], r=4, lora_alpha=8)
+    assert_trains(base, rot_data)
+    assert_batch_equals_single(base)
+
+
+# --- multi-LoRA serving ---------------------------------------------------------------------
+def test_multi_lora_routes_each_row(base):
+    a, b = copy.deepcopy(base), copy.deepcopy(base)
+    add_lora(a, ["q_proj", "v_proj"], r=4, lora_alpha=8)
+    add_lora(b, ["q_proj", "o_proj", "down_proj"], r=2, lora_alpha=4)
+    randomize_lora(a, seed=1)
+    randomize_lora(b, seed=2)
+    serve = add_multi_lora(copy.deepcopy(base), {"rot": a, "count": b})
+    assert count_trainable(serve) == 0
+    ids = torch.tensor([encode(PROMPTS[0])] * 3)
+    with torch.no_grad():
+        with use_adapter(serve, ["rot", "count", None]):
+            mixed = serve(ids)
+        with use_adapter(serve, "count"):
+            all_b = serve(ids)
+        plain = serve(ids)  # outside the context: the base model
+        ra, rb, r0 = a(ids[:1]), b(ids[:1]), base(ids[:1])
+    torch.testing.assert_close(mixed[0], ra[0])
+    torch.testing.assert_close(mixed[1], rb[0])
+    torch.testing.assert_close(mixed[2], r0[0])
+    torch.testing.assert_close(all_b, rb.expand(3, -1, -1))
+    torch.testing.assert_close(plain, r0.expand(3, -1, -1))
+    assert not torch.allclose(ra, rb) and not torch.allclose(ra, r0)
+    # One batch of generations, each row with its own adapter, equals each model alone.
+    with use_adapter(serve, ["rot", "count", None]):
+        out = [g.text for g in generate(serve, PROMPTS, max_new_tokens=6)]
+    assert out == [generate(m, [p], max_new_tokens=6)[0].text for m, p in zip((a, b, base), PROMPTS)]
+
+
+def test_multi_lora_bad_input(base):
+    a = copy.deepcopy(base)
+    add_lora(a, ["q_proj"], r=2, lora_alpha=2)
+    serve = add_multi_lora(copy.deepcopy(base), {"rot": a})
+    with pytest.raises(ValueError, match="'nope'"):
+        with use_adapter(serve, ["rot", "nope"]):
+            pass
+    with pytest.raises(ValueError, match="2 adapter choices for a batch of 3"):
+        with use_adapter(serve, ["rot", None]):
+            serve(torch.zeros(3, 4, dtype=torch.long))
+    other = TinyGPT(GPTConfig())
+    with pytest.raises(ValueError, match="'rot' was trained on different base weights"):
+        add_multi_lora(other, {"rot": a})
+    with pytest.raises(ValueError, match="'plain' has no LoRALinear"):
+        add_multi_lora(copy.deepcopy(base), {"plain": base})
+    with pytest.raises(ValueError, match="no MultiLoRALinear"):
+        with use_adapter(base, "rot"):
+            pass
+
+
+# --- prompt tuning --------------------------------------------------------------------------
+def test_prompt_tuning_layout(base):
+    pt = PromptTuningModel(base, num_virtual_tokens=5, init_text="rot")
+    assert pt.num_params(trainable_only=True) == count_trainable(pt) == 5 * base.config.d_model
+    assert pt.config is base.config and pt.device == base.device
+    ids = torch.tensor([encode(PROMPTS[0])])
+    with torch.no_grad():
+        logits = pt(ids)
+        # The documented convention: soft tokens take positions 0..N-1, real tokens follow.
+        by_hand = base(inputs_embeds=torch.cat([pt.prompt_embeddings[None], base.embed_tokens(ids)], 1))[:, 5:]
+    assert logits.shape == (1, ids.shape[1], base.config.vocab_size)
+    torch.testing.assert_close(logits, by_hand)
+    # init_text "rot" cycles: r, o, t, r, o
+    torch.testing.assert_close(pt.prompt_embeddings, base.embed_tokens(torch.tensor(encode("rotro"))))
+
+
+def test_prompt_tuning_trains_and_generates(base, rot_data):
+    pt = PromptTuningModel(base, num_virtual_tokens=8)
+    assert_cache_matches_full(pt)
+    assert_trains(pt, rot_data)
+    assert_batch_equals_single(pt)
+
+
+# --- prefix tuning --------------------------------------------------------------------------
+@pytest.mark.parametrize("hidden", [None, 32])
+def test_prefix_tuning_layout(base, hidden):
+    cfg, n = base.config, 6
+    pm = PrefixTuningModel(base, num_virtual_tokens=n, encoder_hidden_size=hidden)
+    C, L = cfg.d_model, cfg.n_layer
+    want = n * L * 2 * C if hidden is None else n * C + (C * hidden + hidden) + (hidden * L * 2 * C + L * 2 * C)
+    assert pm.num_params(trainable_only=True) == count_trainable(pm) == want
+    kv = pm.prefix_key_values(3)
+    assert len(kv) == L and kv[0][0].shape == (3, cfg.n_head, n, C // cfg.n_head)
+    ids = torch.tensor([encode(PROMPTS[1])] * 3)
+    T = ids.shape[1]
+    with torch.no_grad():
+        # The documented convention: prefixes take no positions; real tokens keep 0..T-1.
+        by_hand = base(ids, position_ids=torch.arange(T).expand(3, T), past_key_values=kv)
+        torch.testing.assert_close(pm(ids), by_hand)
+        torch.testing.assert_close(pm(ids, attention_mask=torch.ones(3, T, dtype=torch.long)), by_hand)
+        assert not torch.allclose(pm(ids), base(ids))
+
+
+@pytest.mark.parametrize("hidden", [None, 32])
+def test_prefix_tuning_trains_and_generates(base, rot_data, hidden):
+    pm = PrefixTuningModel(base, num_virtual_tokens=8, encoder_hidden_size=hidden)
+    assert_cache_matches_full(pm)
+    assert_trains(pm, rot_data)
+    assert_batch_equals_single(pm)
+
+
+# --- bottleneck adapters --------------------------------------------------------------------
+def test_adapter_starts_as_identity_and_counts(base):
+    ids = torch.tensor([encode(PROMPTS[0])])
+    with torch.no_grad():
+        before = base(ids)
+    cfg, m = base.config, 8
+    n = add_adapters(base, bottleneck_dim=m)
+    assert n == cfg.n_layer * 2 * (2 * cfg.d_model * m + m + cfg.d_model)
+    assert isinstance(base.layers[0].attn.o_proj, BottleneckAdapter)
+    assert isinstance(base.layers[0].mlp.down_proj, BottleneckAdapter)
+    with torch.no_grad():
+        torch.testing.assert_close(base(ids), before, rtol=0, atol=0)
+    ln = sum(p.numel() for mod in base.modules() if isinstance(mod, nn.LayerNorm) for p in mod.parameters())
+    other = TinyGPT(GPTConfig())
+    assert add_adapters(other, m, train_layer_norms=True) == n + ln
+
+
+def test_adapter_trains_and_generates(base, rot_data):
+    add_adapters(base, bottleneck_dim=8)
+    assert_trains(base, rot_data)
+    assert_batch_equals_single(base)
+
+
+# --- the exercise checker -------------------------------------------------------------------
+class TransposedLoRA(nn.Module):
+    """A correct LoRA written the way the source text writes it: A is (in, r), B is (r, out)."""
+
+    def __init__(self, base, r, lora_alpha):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.A = nn.Parameter(torch.randn(base.in_features, r) / r)
+        self.B = nn.Parameter(torch.zeros(r, base.out_features))
+        self.scaling = lora_alpha / r
+
+    def forward(self, x):
+        return self.base(x) + x @ self.A @ self.B * self.scaling
+
+    def merge(self):
+        m = copy.deepcopy(self.base)
+        m.weight.data += self.scaling * (self.A @ self.B).T
+        return m
+
+
+class RandomB(TransposedLoRA):
+    def __init__(self, base, r, lora_alpha):
+        super().__init__(base, r, lora_alpha)
+        self.B.data.normal_()
+
+
+class NoScaling(TransposedLoRA):
+    def __init__(self, base, r, lora_alpha):
+        super().__init__(base, r, lora_alpha)
+        self.scaling = 1.0
+
+
+class AlphaOnly(TransposedLoRA):
+    def __init__(self, base, r, lora_alpha):
+        super().__init__(base, r, lora_alpha)
+        self.scaling = lora_alpha
+
+
+class BaseNotFrozen(TransposedLoRA):
+    def __init__(self, base, r, lora_alpha):
+        super().__init__(base, r, lora_alpha)
+        base.requires_grad_(True)
+
+
+class MergeDropsBias(TransposedLoRA):
+    def merge(self):
+        m = nn.Linear(self.base.in_features, self.base.out_features, bias=False)
+        m.weight.data = self.base.weight + self.scaling * (self.A @ self.B).T
+        return m
+
+
+@pytest.mark.parametrize("cls", [LoRALinear, TransposedLoRA])
+def test_checker_passes_correct_layers(cls, capsys):
+    check_lora_layer(cls)
+    assert "all checks passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cls, message", [
+    (RandomB, "start B at zero"),
+    (NoScaling, "scaling is missing"),
+    (AlphaOnly, "expected scaling = lora_alpha / r = 2"),
+    (BaseNotFrozen, "freeze the base"),
+    (MergeDropsBias, "keep the bias"),
+])
+def test_checker_catches_bugs(cls, message, capsys):
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        check_lora_layer(cls)
+    assert "all checks passed" not in capsys.readouterr().out
+
+
+def test_checker_wants_a_class():
+    with pytest.raises(TypeError, match="LoRALinear"):
+        check_lora_layer(LoRALinear(nn.Linear(4, 4), 2, 2))
+
+
+# --- bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw, exc, shown", [
+    (dict(r=0), ValueError, "r must be an int >= 1, got 0"),
+    (dict(r=-2), ValueError, "got -2"),
+    (dict(r=2.5), ValueError, "got 2.5"),
+    (dict(r=17), ValueError, "r=17 exceeds min(in_features, out_features) = 16"),
+    (dict(lora_alpha=0), ValueError, "lora_alpha must be a number > 0, got 0"),
+    (dict(lora_alpha=-1.0), ValueError, "got -1.0"),
+    (dict(lora_alpha="8"), ValueError, "got '8'"),
+    (dict(lora_dropout=1.0), ValueError, "lora_dropout must be in [0, 1), got 1.0"),
+    (dict(lora_dropout=-0.1), ValueError, "got -0.1"),
+])
+def test_lora_bad_input(kw, exc, shown):
+    args = dict(r=4, lora_alpha=8) | kw
+    with pytest.raises(exc, match=re.escape(shown)):
+        LoRALinear(nn.Linear(16, 32), **args)
+
+
+def test_bad_input_elsewhere(base):
+    with pytest.raises(TypeError, match="got Embedding"):
+        LoRALinear(base.embed_tokens, r=2, lora_alpha=2)
+    with pytest.raises(ValueError, match=re.escape("['nope', 'up']")):
+        add_lora(copy.deepcopy(base), ["q_proj", "nope", "up"], r=2, lora_alpha=2)
+    with pytest.raises(TypeError, match="'q_proj'"):
+        add_lora(copy.deepcopy(base), "q_proj", r=2, lora_alpha=2)
+    with pytest.raises(ValueError, match="r=65 exceeds"):
+        add_lora(copy.deepcopy(base), ["q_proj"], r=65, lora_alpha=2)
+    twice = copy.deepcopy(base)
+    add_lora(twice, ["q_proj"], r=2, lora_alpha=2)
+    with pytest.raises(ValueError, match="already has LoRA layers"):
+        add_lora(twice, ["v_proj"], r=2, lora_alpha=2)
+    for bad in (0, -3, 1.5):
+        with pytest.raises(ValueError, match=re.escape(f"num_virtual_tokens must be an int >= 1, got {bad}")):
+            PromptTuningModel(base, bad)
+        with pytest.raises(ValueError, match=re.escape(f"num_virtual_tokens must be an int >= 1, got {bad}")):
+            PrefixTuningModel(base, bad)
+        with pytest.raises(ValueError, match=re.escape(f"bottleneck_dim must be an int >= 1, got {bad}")):
+            add_adapters(copy.deepcopy(base), bad)
+    with pytest.raises(ValueError, match="num_virtual_tokens=96 leaves no room"):
+        PromptTuningModel(base, 96)
+    with pytest.raises(ValueError, match="init_text must be a non-empty str or None, got ''"):
+        PromptTuningModel(base, 4, init_text="")
+    with pytest.raises(ValueError, match="encoder_hidden_size must be an int >= 1, got 0"):
+        PrefixTuningModel(base, 4, encoder_hidden_size=0)
+    with pytest.raises(ValueError, match="exactly one of input_ids and inputs_embeds"):
+        PromptTuningModel(base, 4)()
+    with pytest.raises(ValueError, match=re.escape("target_modules ['wq'] match no nn.Linear")):
+        add_adapters(copy.deepcopy(base), 4, target_modules=["q_proj", "wq"])
