@@ -90,3 +90,12 @@ def test_show_renders_ftlab_source_only(capsys):
     assert "def pass_at_k" in capsys.readouterr().out
     with pytest.raises(ValueError, match="not from ftlab"):
         ftlab.show(np.mean)
+
+
+def test_score_accepts_a_chapter_defined_task():
+    import random
+    from ftlab.tasks import Item, Task
+    echo = Task("echo1", "answer 1", lambda rng: Item("echo1", f"say {rng.randint(0, 9)}", "1"), False, 2)
+    model = TinyGPT(GPTConfig(n_layer=1))
+    res = ftlab.score(model, echo, n=5, split="all")
+    assert res.task == "echo1" and len(res.correct) == 5

@@ -15,7 +15,12 @@ import torch
 from .chat import format_prompt
 from .generation import generate
 from .seeds import shift
-from .tasks import Item, get_task
+from .tasks import Item, Task, get_task
+
+
+def _task(task) -> Task:
+    """A task given by name, or a ``Task`` a chapter defined for itself."""
+    return task if isinstance(task, Task) else get_task(task)
 
 
 @dataclass
@@ -33,14 +38,14 @@ class TaskResult:
         return f"TaskResult({self.task!r}, accuracy={self.accuracy:.3f}, n={len(self.correct)})"
 
 
-def score(model, task: str, items: Sequence[Item] | None = None, n: int = 200, seed: int = 0,
+def score(model, task: str | Task, items: Sequence[Item] | None = None, n: int = 200, seed: int = 0,
           split: str = "test", template: str = "chat", prompts: Sequence[str] | None = None) -> TaskResult:
     """Greedy exact match (by the task's verifier) of ``model`` on ``task``.
 
     Pass ``items`` to score fixed items, or let it draw ``n`` from ``split``. ``prompts``
     overrides the formatted prompts (to test retrieval or a changed template).
     """
-    t = get_task(task)
+    t = _task(task)
     if items is None:
         items = t.items(min(n, len(t.finite)) if t.finite else n, seed=seed, split=split)
     items = list(items)
@@ -49,24 +54,24 @@ def score(model, task: str, items: Sequence[Item] | None = None, n: int = 200, s
     elif len(prompts) != len(items):
         raise ValueError(f"{len(prompts)} prompts for {len(items)} items")
     outs = [g.text for g in generate(model, prompts, max_new_tokens=t.max_answer_len + 1)]
-    return TaskResult(task, items, outs, [t.verify(it, o) for it, o in zip(items, outs)])
+    return TaskResult(t.name, items, outs, [t.verify(it, o) for it, o in zip(items, outs)])
 
 
-def exact_match(model, task: str, **kw) -> float:
+def exact_match(model, task: str | Task, **kw) -> float:
     """Greedy accuracy on ``task``; keyword arguments as for ``score``."""
     return score(model, task, **kw).accuracy
 
 
-def sample_accuracy(model, task: str, n: int = 128, k: int = 4, temperature: float = 1.0, seed: int = 0,
+def sample_accuracy(model, task: str | Task, n: int = 128, k: int = 4, temperature: float = 1.0, seed: int = 0,
                     split: str = "test", template: str = "chat") -> float:
     """pass@1 estimated from ``k`` samples per item at ``temperature``: the mean correctness."""
     return float(np.mean(sample_correct(model, task, n, k, temperature, seed, split, template)))
 
 
-def sample_correct(model, task: str, n: int = 128, k: int = 4, temperature: float = 1.0, seed: int = 0,
+def sample_correct(model, task: str | Task, n: int = 128, k: int = 4, temperature: float = 1.0, seed: int = 0,
                    split: str = "test", template: str = "chat") -> np.ndarray:
     """(n, k) boolean array: whether sample j of item i is right."""
-    t = get_task(task)
+    t = _task(task)
     items = t.items(n, seed=seed, split=split)
     gens = generate(model, [format_prompt(it.prompt, template) for it in items], max_new_tokens=t.max_answer_len + 1,
                     temperature=temperature, seed=seed, num_return_sequences=k)
