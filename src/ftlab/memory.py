@@ -214,12 +214,12 @@ def bits_per_param_nf4(double_quant: bool = True, block_size: int = 64, dq_block
     32/64 = 0.5 bit; double quantization stores it in 8 bits, with one fp32 constant per
     256 of those blocks, so 8/64 + 32/(64·256) = 0.127 bit (0.373 saved per parameter).
     """
+    from .quant.nf4 import constants_bits_per_param  # the one formula for the constants
+
     _check_bool("double_quant", double_quant)
     _check_int("block_size", block_size)
     _check_int("dq_block", dq_block)
-    if not double_quant:
-        return 4 + 32 / block_size
-    return 4 + 8 / block_size + 32 / (block_size * dq_block)
+    return 4 + constants_bits_per_param(block_size, double_quant, dq_block)
 
 
 def qlora_bytes(n_params: float, n_lora_params: float, n_unquantized: float = 0,
