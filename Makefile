@@ -20,6 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 book: setup             ## execute every chapter and write the HTML to _build/html
 	$(BUILD)
+	$(PY) tools/check_html.py
 	@echo "open _build/html/index.html, or run: make serve"
 
 test: setup unit notebooks build   ## every check; fails on any error
@@ -30,8 +31,9 @@ unit: setup             ## unit tests of ftlab, plus the twin-sync and URL check
 notebooks: setup        ## nbval over every chapter twin (asserts inside the notebooks)
 	$(NBVAL) chapters/*.ipynb
 
-build: setup            ## the book, warnings as errors, every cell executed
+build: setup            ## the book, warnings as errors, every cell executed; then the Colab links
 	$(BUILD)
+	$(PY) tools/check_html.py
 
 bench: setup            ## wall seconds and peak RSS per notebook -> _build/bench.json
 	$(PY) tools/bench.py
