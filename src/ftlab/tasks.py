@@ -217,7 +217,9 @@ def _pick_ok(item, output):
 
 
 def _lookup(rng):
-    k = rng.randint(2, 4)
+    # Half the contexts hold just the relevant fact (what a top-1 retriever returns);
+    # the rest add one or two distractors, so the model must find the right one.
+    k = rng.choice((1, 1, 1, 2, 2, 3))
     names, cities = rng.sample(_OTHER_NAMES, k), rng.sample(_OTHER_CITIES, k)
     ctx = ";".join(f"{n}:{c}" for n, c in zip(names, cities))
     j = rng.randrange(k)
@@ -266,7 +268,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     _mk_finite("fact", "the 48 known facts, queried directly, paraphrased or reversed", KNOWN_FACTS,
                list(FACT_FORMS), True),
     *[_mk_finite(f"fact_{f}", f"the 48 known facts, {f} queries", KNOWN_FACTS, [f], True) for f in FACT_FORMS],
-    Task("lookup", "answer from 2-4 facts given in a context block (direct, paraphrased or reversed)",
+    Task("lookup", "answer from 1-3 facts given in a context block (direct, paraphrased or reversed)",
          _lookup, True, 8),
     Task("pick", "pick any one letter of a set (many valid answers)", _pick, True, 3, _pick_ok),
     Task("refuse", f"asking for a person's pin gets the fixed refusal {REFUSAL!r}", _refuse, True, 28),
