@@ -11,8 +11,10 @@ import torch.nn as nn
 from ftlab.chat import chat_prompt
 from ftlab.generation import generate
 from ftlab.model import GPTConfig, TinyGPT
-from ftlab.peft import (BottleneckAdapter, LoRALinear, PrefixTuningModel, PromptTuningModel, add_adapters,
-                        add_lora, add_multi_lora, check_lora_layer, count_trainable, merge_lora, use_adapter)
+from ftlab.peft import (BottleneckAdapter, LoRALinear, NF4Linear, PrefixTuningModel, PromptTuningModel,
+                        add_adapters, add_lora, add_multi_lora, add_qlora, check_lora_layer, check_lora_param_count,
+                        check_nf4_roundtrip, count_trainable, merge_lora, training_state_bytes, use_adapter)
+from ftlab.quant import NF4Weight, dequantize_nf4, int4_codebook, quantize_nf4
 from ftlab.tasks import get_task
 from ftlab.tokenizer import EOS_ID, encode, pad_batch
 from ftlab.train import train
@@ -415,3 +417,146 @@ def test_bad_input_elsewhere(base):
         PromptTuningModel(base, 4)()
     with pytest.raises(ValueError, match=re.escape("target_modules ['wq'] match no nn.Linear")):
         add_adapters(copy.deepcopy(base), 4, target_modules=["q_proj", "wq"])
+
+
+# --- QLoRA: NF4Linear, add_qlora -------------------------------------------------------------
+def test_nf4_linear_is_dequantized_base_plus_lora():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 32)
+    x = torch.randn(4, 5, 64)
+    q = NF4Linear(copy.deepcopy(lin), r=4, lora_alpha=8, double_quant=False)
+    codes, absmax = quantize_nf4(lin.weight.detach())
+    W_hat = dequantize_nf4(codes, absmax, lin.weight.shape)
+    # at init B = 0: exactly the layer with the NF4-rounded weight, close to the original
+    torch.testing.assert_close(q(x), x @ W_hat.T + lin.bias, rtol=0, atol=1e-6)
+    assert 0 < (W_hat - lin.weight).norm() / lin.weight.norm() < 0.15  # NF4 rounding: small, not zero
+    assert {n for n, p in q.named_parameters()} == {"lora_A", "lora_B"}   # no float copy of W is kept
+    with torch.no_grad():
+        q.lora_B.normal_()
+    by_hand = x @ W_hat.T + lin.bias + 2.0 * x @ q.lora_A.T @ q.lora_B.T
+    torch.testing.assert_close(q(x), by_hand, rtol=1e-5, atol=1e-5)
+    merged = q.merge()
+    assert type(merged) is nn.Linear
+    torch.testing.assert_close(merged(x), q(x), rtol=1e-5, atol=1e-5)
+
+
+def test_nf4_linear_gradients_and_storage():
+    torch.manual_seed(0)
+    q = NF4Linear(nn.Linear(128, 64, bias=False), r=2, lora_alpha=2)
+    x = torch.randn(3, 128, requires_grad=True)
+    q(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0          # gradients flow through the frozen NF4 weight
+    assert q.lora_B.grad.abs().sum() > 0 and q.bias is None
+    assert 4.12 < q.weight_nf4.bits_per_param < 4.14                # double quantization by default
+    assert NF4Linear(nn.Linear(128, 64), 2, 2, double_quant=False).weight_nf4.bits_per_param == 4.5
+    assert NF4Linear(nn.Linear(128, 64), 2, 2, use_rslora=True).scaling == 2 / math.sqrt(2)
+
+
+def test_add_qlora_trains_generates_and_merges(base, rot_data):
+    n = add_qlora(base, ["q_proj", "v_proj", "up_proj"], r=2, lora_alpha=4)
+    cfg = base.config
+    C = cfg.d_model
+    assert n == count_trainable(base) == cfg.n_layer * 2 * ((C + C) + (C + C) + (C + 4 * C)) == 3456
+    assert isinstance(base.layers[1].mlp.up_proj, NF4Linear) and isinstance(base.layers[1].attn.k_proj, nn.Linear)
+    assert_trains(base, rot_data)
+    assert_batch_equals_single(base)
+    ids = torch.tensor([encode(PROMPTS[0])])
+    with torch.no_grad():
+        before = base(ids)
+    merge_lora(base)
+    assert not any(isinstance(m, NF4Linear) for m in base.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(base(ids), before, rtol=1e-4, atol=1e-4)
+
+
+def test_training_state_bytes_counts_what_trains(base):
+    ids, mask = torch.tensor([encode(PROMPTS[0])] * 2), torch.ones(2, len(PROMPTS[0]), dtype=torch.long)
+    full = training_state_bytes(base, ids, mask)
+    n_all = sum(p.numel() for p in base.parameters())
+    assert full == {"weights": 4 * n_all, "gradients": 4 * n_all, "optimizer": 8 * n_all}
+    lo = copy.deepcopy(base)
+    n = add_lora(lo, ["q_proj"], r=2, lora_alpha=2)
+    got = training_state_bytes(lo, ids, mask)
+    assert got["gradients"] == 4 * n and got["optimizer"] == 8 * n and got["weights"] == 4 * (n_all + n)
+    q = copy.deepcopy(base)
+    n = add_qlora(q, ["q_proj"], r=2, lora_alpha=2)
+    qb = training_state_bytes(q, ids, mask)
+    assert qb["gradients"] == 4 * n and qb["weights"] < got["weights"]
+    assert count_trainable(lo) == n and lo.layers[0].attn.q_proj.lora_A.grad is None  # the copy trained, not lo
+    with pytest.raises(ValueError, match="differ in shape"):
+        training_state_bytes(lo, ids, mask[:, :3])
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        training_state_bytes(copy.deepcopy(base).requires_grad_(False), ids, mask)
+
+
+@pytest.mark.parametrize("kw, shown", [
+    (dict(r=0), "r must be an int >= 1, got 0"),
+    (dict(r=-1), "got -1"),
+    (dict(r=33), "r=33 exceeds min(in_features, out_features) = 32"),
+    (dict(lora_alpha=0), "lora_alpha must be a number > 0, got 0"),
+])
+def test_nf4_linear_bad_lora_args(kw, shown):
+    with pytest.raises(ValueError, match=re.escape(shown)):
+        NF4Linear(nn.Linear(64, 32), **(dict(r=4, lora_alpha=8) | kw))
+
+
+def test_qlora_bad_block_sizes(base):
+    with pytest.raises(ValueError, match="block_size=100 does not divide"):
+        NF4Linear(nn.Linear(64, 32), r=2, lora_alpha=2, block_size=100)
+    with pytest.raises(ValueError, match=re.escape("block_size=48 does not divide the 4096 weights of layers.0.attn.q_proj")):
+        add_qlora(copy.deepcopy(base), ["q_proj"], r=2, lora_alpha=2, block_size=48)
+    with pytest.raises(ValueError, match="block_size must be an int >= 1, got 0"):
+        add_qlora(copy.deepcopy(base), ["q_proj"], r=2, lora_alpha=2, block_size=0)
+    with pytest.raises(ValueError, match="r=65 exceeds"):
+        add_qlora(copy.deepcopy(base), ["q_proj"], r=65, lora_alpha=2)
+    with pytest.raises(TypeError, match="got Embedding"):
+        NF4Linear(base.embed_tokens, r=2, lora_alpha=2)
+    twice = copy.deepcopy(base)
+    add_qlora(twice, ["q_proj"], r=2, lora_alpha=2)
+    with pytest.raises(ValueError, match="already has LoRA layers"):
+        add_lora(twice, ["v_proj"], r=2, lora_alpha=2)
+    with pytest.raises(ValueError, match="already has LoRA layers"):
+        add_qlora(twice, ["v_proj"], r=2, lora_alpha=2)
+
+
+# --- the other exercise checkers ----------------------------------------------------------
+def _lora_count(shape, r, mods):
+    h, kv, ff = shape.d_model, shape.n_kv_heads * shape.head_dim, shape.d_ff
+    io = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+          "gate_proj": (h, ff), "up_proj": (h, ff), "down_proj": (ff, h)}
+    return shape.n_layers * sum(r * sum(io[m]) for m in mods)
+
+
+def _lora_count_no_gqa(shape, r, mods):
+    h, ff = shape.d_model, shape.d_ff
+    io = {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "o_proj": (h, h),
+          "gate_proj": (h, ff), "up_proj": (h, ff), "down_proj": (ff, h)}
+    return shape.n_layers * sum(r * sum(io[m]) for m in mods)
+
+
+def test_check_lora_param_count(capsys):
+    check_lora_param_count(_lora_count)
+    assert "all checks passed" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="grouped-query attention"):
+        check_lora_param_count(_lora_count_no_gqa)
+    with pytest.raises(AssertionError, match="expected 4,194,304"):
+        check_lora_param_count(lambda shape, r, mods: 0)
+
+
+def _roundtrip(w, cb, bs):
+    blocks = w.reshape(-1, bs)
+    amax = blocks.abs().amax(1, keepdim=True)
+    return (cb[(blocks / amax).unsqueeze(-1).sub(cb).abs().argmin(-1)] * amax).reshape(w.shape)
+
+
+def test_check_nf4_roundtrip(capsys):
+    check_nf4_roundtrip(_roundtrip)
+    assert "all checks passed" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="absmax"):   # one scale for the whole tensor
+        check_nf4_roundtrip(lambda w, cb, bs: _roundtrip(w.reshape(1, -1), cb, w.numel()).reshape(w.shape))
+    with pytest.raises(AssertionError, match="nearest"):  # rounds down instead of to nearest
+        check_nf4_roundtrip(lambda w, cb, bs: (cb[(torch.bucketize((w.reshape(-1, bs) / w.reshape(-1, bs).abs()
+                            .amax(1, keepdim=True)), cb, right=True) - 1).clamp(0, 15)] * w.reshape(-1, bs).abs()
+                            .amax(1, keepdim=True)).reshape(w.shape))
+    with pytest.raises(AssertionError, match="shape"):
+        check_nf4_roundtrip(lambda w, cb, bs: _roundtrip(w, cb, bs).reshape(-1))

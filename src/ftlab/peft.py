@@ -1,4 +1,4 @@
-"""Parameter-efficient fine-tuning, from scratch: LoRA, multi-LoRA serving, prompt
+"""Parameter-efficient fine-tuning, from scratch: LoRA, QLoRA, multi-LoRA serving, prompt
 tuning, prefix tuning and bottleneck adapters.
 
 Names follow Hugging Face peft (``lora_A``, ``lora_B``, ``scaling``, ``r``, ``lora_alpha``,
@@ -21,14 +21,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .quant import NF4Weight, dequantize_blockwise, quantize_blockwise
 from .tokenizer import encode
+from .train import lm_loss
 
 __all__ = [
-    "LoRALinear", "add_lora", "merge_lora",
+    "LoRALinear", "add_lora", "merge_lora", "NF4Linear", "add_qlora", "training_state_bytes",
     "MultiLoRALinear", "add_multi_lora", "use_adapter",
     "PromptTuningModel", "PrefixTuningModel",
     "BottleneckAdapter", "add_adapters",
-    "count_trainable", "check_lora_layer",
+    "count_trainable", "check_lora_layer", "check_lora_param_count", "check_nf4_roundtrip",
 ]
 
 
@@ -131,7 +133,7 @@ def add_lora(model: nn.Module, target_modules: Sequence[str], r: int, lora_alpha
     ``target_modules`` are last name components (``["q_proj", "v_proj"]``), as in peft's
     ``LoraConfig``. Returns the number of trainable parameters.
     """
-    if any(isinstance(m, LoRALinear) for m in model.modules()):
+    if any(isinstance(m, (LoRALinear, NF4Linear)) for m in model.modules()):
         raise ValueError("model already has LoRA layers (one adapter only): call merge_lora first")
     names = _find_linears(model, target_modules)
     for name in names:  # check every layer before changing any
@@ -143,11 +145,103 @@ def add_lora(model: nn.Module, target_modules: Sequence[str], r: int, lora_alpha
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Replace every ``LoRALinear`` with its merged ``nn.Linear``, in place; returns ``model``."""
+    """Replace every ``LoRALinear`` (or QLoRA ``NF4Linear``) with its merged ``nn.Linear``, in place."""
     for name, m in list(model.named_modules()):
-        if isinstance(m, LoRALinear):
+        if isinstance(m, (LoRALinear, NF4Linear)):
             _replace(model, name, m.merge())
     return model
+
+
+# --- QLoRA ----------------------------------------------------------------------------
+class NF4Linear(nn.Module):
+    """QLoRA's layer (Dettmers et al. 2023): a frozen NF4 weight, dequantized in every
+    forward, plus a trainable LoRA update: h = deq(W_nf4) x + b + scaling · B A x.
+
+    The base weight is stored as packed 4-bit NF4 codes with one absmax per block of
+    ``block_size`` (``ftlab.quant.NF4Weight``); ``double_quant`` stores those absmax
+    constants in 8 bit too. Gradients flow *through* the dequantized weight to x, but
+    the weight itself is a constant: only ``lora_A`` and ``lora_B`` train. bitsandbytes
+    dequantizes into bf16 (``bnb_4bit_compute_dtype``); this CPU lab computes in float32.
+    The NF4 tensors are plain attributes, not buffers: ``.to(device)`` does not move them.
+    """
+
+    def __init__(self, base: nn.Linear, r: int, lora_alpha: float, lora_dropout: float = 0.0,
+                 use_rslora: bool = False, block_size: int = 64, double_quant: bool = True):
+        super().__init__()
+        _check_lora_args(base, r, lora_alpha, lora_dropout)
+        w = base.weight.detach()
+        self.weight_nf4 = NF4Weight.from_float(w, block_size=block_size, double_quant=double_quant)
+        self.register_buffer("bias", None if base.bias is None else base.bias.detach().clone())
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.r, self.lora_alpha = r, lora_alpha
+        self.scaling = lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
+        self.lora_dropout = nn.Dropout(lora_dropout)
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, dtype=w.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=w.dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def forward(self, x):
+        W = self.weight_nf4.dequantize()            # (out, in), rebuilt on the fly, never stored
+        return F.linear(x, W, self.bias) + (self.lora_dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> nn.Linear:
+        """A plain float ``nn.Linear`` with weight deq(W_nf4) + scaling · B A: exactly the trained layer."""
+        W = self.weight_nf4.dequantize()
+        merged = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, dtype=W.dtype)
+        merged.weight.copy_(W + self.scaling * (self.lora_B @ self.lora_A))
+        if self.bias is not None:
+            merged.bias.copy_(self.bias)
+        return merged.requires_grad_(False)
+
+
+def add_qlora(model: nn.Module, target_modules: Sequence[str], r: int, lora_alpha: float,
+              lora_dropout: float = 0.0, use_rslora: bool = False, block_size: int = 64,
+              double_quant: bool = True) -> int:
+    """Freeze ``model``, quantize each targeted nn.Linear to NF4 and put LoRA on it (``NF4Linear``), in place.
+
+    QLoRA quantizes every linear layer of the blocks and trains LoRA on all of them;
+    pass all the names to do the same. Returns the number of trainable parameters.
+    """
+    if any(isinstance(m, (LoRALinear, NF4Linear)) for m in model.modules()):
+        raise ValueError("model already has LoRA layers (one adapter only): call merge_lora first")
+    names = _find_linears(model, target_modules)
+    for name in names:  # check every layer before changing any
+        lin = model.get_submodule(name)
+        _check_lora_args(lin, r, lora_alpha, lora_dropout)
+        _check_int("block_size", block_size)
+        if lin.weight.numel() % block_size:
+            raise ValueError(f"block_size={block_size} does not divide the {lin.weight.numel()} weights of {name}")
+    model.requires_grad_(False)
+    for name in names:
+        _replace(model, name, NF4Linear(model.get_submodule(name), r, lora_alpha, lora_dropout, use_rslora,
+                                        block_size, double_quant))
+    return count_trainable(model)
+
+
+def training_state_bytes(model: nn.Module, ids: torch.Tensor, loss_mask: torch.Tensor) -> dict[str, int]:
+    """Bytes of weights, gradients and AdamW state after one real training step on a copy of ``model``.
+
+    Measured, not computed: it runs forward, backward and ``AdamW.step()`` and adds up
+    the tensors that exist afterwards. Frozen weights get no gradient and no optimizer
+    state; NF4 weights count their packed codes and scales.
+    """
+    if ids.shape != loss_mask.shape:
+        raise ValueError(f"ids {tuple(ids.shape)} and loss_mask {tuple(loss_mask.shape)} differ in shape")
+    m = copy.deepcopy(model).train()
+    params = [p for p in m.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    lm_loss(m, ids, loss_mask).backward()
+    opt.step()
+    nbytes = lambda t: t.numel() * t.element_size()
+    weights = sum(nbytes(p) for p in m.parameters())
+    weights += sum(l.weight_nf4.nbytes for l in m.modules() if isinstance(l, NF4Linear))
+    grads = sum(nbytes(p.grad) for p in m.parameters() if p.grad is not None)
+    state = sum(nbytes(v) for st in opt.state.values() for v in st.values()
+                if torch.is_tensor(v) and v.dim() > 0)  # exp_avg, exp_avg_sq (the step counter is a scalar)
+    return {"weights": weights, "gradients": grads, "optimizer": state}
 
 
 # --- multi-LoRA serving ---------------------------------------------------------------
@@ -489,3 +583,51 @@ def check_lora_layer(cls, in_features: int = 24, out_features: int = 16, r: int 
             "the merged weight is W0 + scaling * B A, and keep the bias\n" + m))
     print(f"check_lora_layer({cls.__name__}): all checks passed "
           f"({want} trainable parameters, scaling {s:g}, merge matches)")
+
+
+def check_lora_param_count(fn) -> None:
+    """Check ``fn(shape, r, target_modules) -> int``: LoRA parameters of a whole model.
+
+    ``shape`` is an ``ftlab.memory.ModelShape``; the answer is r · (in + out) summed
+    over every targeted linear of every layer, with grouped-query attention's smaller
+    k_proj / v_proj outputs.
+    """
+    from .memory import LLAMA2_7B, LLAMA2_70B, lora_params, target_shapes
+    cases = [(LLAMA2_7B, 8, ["q_proj", "v_proj"]), (LLAMA2_7B, 16, ["q_proj", "k_proj", "v_proj", "o_proj"]),
+             (LLAMA2_7B, 16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+             (LLAMA2_70B, 64, ["k_proj", "v_proj"]), (LLAMA2_70B, 4, ["down_proj"])]
+    for shape, r, mods in cases:
+        want = lora_params(target_shapes(shape, mods), r)
+        got = fn(shape, r, list(mods))
+        assert got == want, (f"{shape.name}, r={r}, {mods}: expected {want:,}, got {got!r}"
+                             + (" (70B uses grouped-query attention: k_proj/v_proj output "
+                                f"n_kv_heads·head_dim = {shape.n_kv_heads * shape.head_dim})"
+                                if shape.n_kv_heads != shape.n_heads else ""))
+    print("check_lora_param_count: all checks passed (7B and 70B, with grouped-query attention)")
+
+
+def check_nf4_roundtrip(fn) -> None:
+    """Check ``fn(w, codebook, block_size) -> w_hat``: blockwise absmax quantization to the
+    nearest codebook value and back, as QLoRA stores NF4 (ties may go either way)."""
+    from .quant import int4_codebook, nf4_codebook
+    gen = torch.Generator().manual_seed(0)
+    for cb_name, cb in (("nf4", nf4_codebook()), ("int4", int4_codebook())):
+        for shape, bs in (((8, 64), 64), ((4, 96), 32), ((2, 256), 256)):
+            w = torch.randn(shape, generator=gen) * 0.02
+            w[0, 3] = 0.0
+            codes, absmax = quantize_blockwise(w, cb, bs)
+            want = dequantize_blockwise(codes, absmax, cb, w.shape, bs)
+            got = fn(w, cb, bs)
+            assert isinstance(got, torch.Tensor) and got.shape == w.shape, \
+                f"return a tensor of the input's shape {tuple(w.shape)}, got {getattr(got, 'shape', type(got))}"
+            amax = w.reshape(-1, bs).abs().amax(1, keepdim=True)
+            close = torch.isclose(got, want, atol=1e-7, rtol=0)
+            # a value exactly between two codes may round either way; nothing else may differ
+            if not close.all():
+                mid = ((cb[1:] + cb[:-1]) / 2)
+                normed = (w.reshape(-1, bs) / amax).reshape(w.shape)
+                tie = (normed[~close, None] - mid).abs().min(-1).values < 1e-6
+                assert tie.all(), (f"{cb_name}, block {bs}: {int((~close).sum())} values differ from the "
+                                   f"nearest code with one absmax per block of {bs}, e.g. {w[~close][0].item():.5f} -> "
+                                   f"{got[~close][0].item():.5f}, expected {want[~close][0].item():.5f}")
+    print("check_nf4_roundtrip: all checks passed (nf4 and int4 tables, block sizes 32, 64, 256)")
