@@ -1,12 +1,20 @@
 """Progress bars that show in a terminal or Colab and stay quiet in the rendered book."""
 from __future__ import annotations
 
+import importlib.util
 import os
-
-from tqdm.auto import tqdm
 
 
 def progress(iterable, desc: str = "", **kw):
-    """``tqdm.auto`` unless ``FTLAB_QUIET`` is set (the book build and CI set it)."""
-    quiet = os.environ.get("FTLAB_QUIET", "") not in ("", "0")
-    return tqdm(iterable, desc=desc, disable=quiet, leave=False, **kw)
+    """A ``tqdm`` bar, or the bare iterable when ``FTLAB_QUIET`` is set (book build, CI).
+
+    ``tqdm.auto`` picks the notebook widget when ipywidgets is installed (Colab has it);
+    without ipywidgets it would warn on every page, so the text bar is used instead.
+    """
+    if os.environ.get("FTLAB_QUIET", "") not in ("", "0"):
+        return iterable
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm(iterable, desc=desc, leave=False, **kw)
