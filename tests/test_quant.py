@@ -322,3 +322,125 @@ def test_bad_input_is_rejected_with_the_value(call, exc, needle):
     with pytest.raises(exc) as info:
         call()
     assert needle in str(info.value), str(info.value)
+
+
+# --- whole models: hooks, per-layer quantization, sensitivity ----------------------------
+
+import ftlab  # noqa: E402
+from ftlab.quant import (capture_inputs, check_absmax_int8, check_bits_per_weight, check_group_rtn,  # noqa: E402
+                         eval_batch, heldout_nll, layer_output_error, layer_sensitivity, linear_names,
+                         plant_outlier_channels, quantize_model)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = ftlab.TinyGPT(ftlab.GPTConfig(n_layer=2)).eval()
+    ids, mask = eval_batch(["rev", "add"], n_per_task=8, seed=0)
+    return model, ids, mask
+
+
+def test_linear_names_in_forward_order(tiny):
+    model, _, _ = tiny
+    names = linear_names(model)
+    assert names[:6] == ["layers.0.attn.q_proj", "layers.0.attn.k_proj", "layers.0.attn.v_proj",
+                         "layers.0.attn.o_proj", "layers.0.mlp.up_proj", "layers.0.mlp.down_proj"]
+    assert len(names) == 12 and "lm_head" not in names
+    assert linear_names(model, include_head=True)[-1] == "lm_head"
+
+
+def test_capture_inputs_matches_a_manual_forward(tiny):
+    model, ids, _ = tiny
+    acts = capture_inputs(model, ids)
+    real = ids != ftlab.tokenizer.PAD_ID
+    assert set(acts) == set(linear_names(model))
+    with torch.no_grad():
+        x = model.embed_tokens(ids) + model.embed_positions(torch.arange(ids.shape[1]))[None]
+        want = model.layers[0].ln_1(x)[real]                       # q_proj's input on real tokens
+    torch.testing.assert_close(acts["layers.0.attn.q_proj"], want)
+    assert acts["layers.0.mlp.down_proj"].shape == (int(real.sum()), 4 * 64)
+    assert all(not m._forward_hooks for m in model.modules())      # hooks are removed
+
+
+def test_quantize_model_rtn_per_layer_and_mixed_precision(tiny):
+    model, ids, _ = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    q = quantize_model(model, "rtn", 4, bits_for={"layers.1.mlp.up_proj": 16, "layers.0.attn.q_proj": 8})
+    for k, v in model.state_dict().items():                         # the original is untouched
+        assert torch.equal(v, before[k]), k
+    get = lambda m, n: m.get_submodule(n).weight.detach()
+    torch.testing.assert_close(get(q, "layers.0.attn.k_proj"),
+                               rtn_quantize(get(model, "layers.0.attn.k_proj"), 4, symmetric=False))
+    torch.testing.assert_close(get(q, "layers.0.attn.q_proj"),
+                               rtn_quantize(get(model, "layers.0.attn.q_proj"), 8, symmetric=False))
+    assert torch.equal(get(q, "layers.1.mlp.up_proj"), get(model, "layers.1.mlp.up_proj"))
+    assert torch.equal(q.lm_head.weight, model.lm_head.weight)      # the head stays in float
+    only = quantize_model(model, "rtn", 3, names=["layers.0.attn.v_proj"])
+    changed = [n for n in linear_names(model) if not torch.equal(get(only, n), get(model, n))]
+    assert changed == ["layers.0.attn.v_proj"]
+
+
+def test_gptq_and_awq_whole_model_beat_rtn_on_layer_outputs():
+    base = ftlab.load("base")
+    cal_ids, _ = eval_batch(n_per_task=8, seed=1, split="train")
+    test_ids, _ = eval_batch(n_per_task=8, seed=2, split="test")
+    calib, test = capture_inputs(base, cal_ids), capture_inputs(base, test_ids)
+    err = {m: sum(layer_output_error(base, quantize_model(base, m, 3, calib=calib), test).values())
+           for m in ("rtn", "gptq", "awq")}
+    assert err["gptq"] * 1.5 < err["rtn"], err
+    assert err["awq"] < err["rtn"], err
+
+
+def test_planted_outliers_keep_the_function_and_hurt_rtn(tiny):
+    model, ids, mask = tiny
+    spiky = plant_outlier_channels(model, n_channels=3, factor=20.0, seed=0)
+    with torch.no_grad():
+        torch.testing.assert_close(spiky(ids), model(ids), rtol=1e-4, atol=1e-4)
+    x0, x1 = capture_inputs(model, ids)["layers.0.mlp.up_proj"], capture_inputs(spiky, ids)["layers.0.mlp.up_proj"]
+    ratio = x1.abs().mean(0) / x0.abs().mean(0)
+    assert int((ratio > 10).sum()) == 3
+    assert heldout_nll(spiky, (ids, mask)) == pytest.approx(heldout_nll(model, (ids, mask)), abs=1e-4)
+
+
+def test_layer_sensitivity_covers_each_layer(tiny):
+    model, ids, mask = tiny
+    names = linear_names(model)[:3]
+    sens = layer_sensitivity(model, (ids, mask), bits=2, names=names)
+    assert list(sens) == names and all(isinstance(v, float) for v in sens.values())
+
+
+@pytest.mark.parametrize("call,exc,needle", [
+    (lambda m: quantize_model(m, "hqq", 4), ValueError, "hqq"),
+    (lambda m: quantize_model(m, "rtn", 1), ValueError, "1"),
+    (lambda m: quantize_model(m, "gptq", 4), ValueError, "calib"),
+    (lambda m: quantize_model(m, "rtn", 4, names=["layers.0.attn.x_proj"]), ValueError, "x_proj"),
+    (lambda m: quantize_model(m, "rtn", 4, bits_for={"nope": 8}), ValueError, "nope"),
+    (lambda m: quantize_model(m, "gptq", 4, calib={}), ValueError, "q_proj"),
+    (lambda m: linear_names("model"), TypeError, "str"),
+    (lambda m: eval_batch(["add"], n_per_task=0), ValueError, "0"),
+    (lambda m: eval_batch(["nosuchtask"]), ValueError, "nosuchtask"),
+    (lambda m: plant_outlier_channels(m, n_channels=0), ValueError, "0"),
+    (lambda m: plant_outlier_channels(m, factor=-2.0), ValueError, "-2.0"),
+    (lambda m: plant_outlier_channels(m, n_channels=65), ValueError, "65"),
+])
+def test_whole_model_bad_input(tiny, call, exc, needle):
+    with pytest.raises(exc) as info:
+        call(tiny[0])
+    assert needle in str(info.value), str(info.value)
+
+
+# --- exercise checkers accept the right answer and reject a wrong one ----------------------
+
+def test_checkers_accept_reference_and_reject_wrong():
+    def absmax_ok(x):
+        s = x.abs().max().item() / 127
+        return torch.round(x / s).clamp(-127, 127).to(torch.int8), s
+    check_absmax_int8(absmax_ok)
+    with pytest.raises(AssertionError):
+        check_absmax_int8(lambda x: (torch.round(x / (x.abs().max() / 128)).to(torch.int8), x.abs().max().item() / 128))
+    check_group_rtn(lambda w, b, g: rtn_quantize(w, b, g))
+    with pytest.raises(AssertionError):
+        check_group_rtn(lambda w, b, g: rtn_quantize(w, b, None))    # per channel is not per group
+    check_bits_per_weight(lambda n, fields: 8 * sum(fields) / n)
+    with pytest.raises(AssertionError):
+        check_bits_per_weight(lambda n, fields: 8 * fields[-1] / n)  # forgets the scales

@@ -9,7 +9,10 @@ One module per idea:
 * ``smoothquant``: SmoothQuant's outlier migration and a W8A8 fake-quant matmul;
 * ``int8``: LLM.int8()'s outlier decomposition;
 * ``gguf``: llama.cpp's Q8_0, Q4_0, Q4_K blocks and their bits per weight;
-* ``fp8``: FP8 E4M3 round trip.
+* ``fp8``: FP8 E4M3 round trip;
+* ``model``: a whole TinyGPT: calibration inputs by forward hooks, every linear layer
+  quantized with RTN, GPTQ or AWQ, per-layer sensitivity and mixed precision;
+* ``checks``: the chapter's exercise checkers.
 
 Every quantizer returns dequantized float weights ("fake quantization"): the numbers the
 layer would compute with, which is what error measurements need.
@@ -29,6 +32,9 @@ from .nf4 import (NF4_OFFSET, DoubleQuant, NF4Weight, compare_4bit_formats, cons
 from .rtn import (absmax_scale, dequantize_int, fake_quantize, grid_limits, quant_params,
                   quantize_to_int, rtn_quantize, zeropoint_params)
 from .smoothquant import smooth, smooth_scales, w8a8_matmul
+from .model import (METHODS, capture_inputs, eval_batch, heldout_nll, layer_output_error, layer_sensitivity,
+                    linear_names, plant_outlier_channels, quantize_model, quantize_weight)
+from .checks import check_absmax_int8, check_bits_per_weight, check_group_rtn
 
 __all__ = [
     # rtn
@@ -50,4 +56,9 @@ __all__ = [
     "FP8_E4M3_MAX", "quantize_fp8", "dequantize_fp8", "fp8_roundtrip",
     # sizes and errors
     "model_bytes", "relative_error",
+    # whole models
+    "METHODS", "linear_names", "eval_batch", "heldout_nll", "capture_inputs", "quantize_weight",
+    "quantize_model", "layer_output_error", "layer_sensitivity", "plant_outlier_channels",
+    # exercise checkers
+    "check_absmax_int8", "check_group_rtn", "check_bits_per_weight",
 ]
