@@ -1,0 +1,248 @@
+"""Multi-slice evaluation with per-item results, and a release gate built on the paired bootstrap.
+
+A fine-tune is judged on several slices at once, each scored item by item so that the
+candidate and the base can be compared **pairwise** on the same items:
+
+- ``target``: held-out items of the task being taught;
+- ``off_task``: the other tasks the base could already do (forgetting shows here);
+- ``safety``: the base's refusal behaviour (the ``refuse`` task), which must hold;
+- ``replay``: a fixed mix that stands in for production traffic (target and old tasks).
+
+``release_gate`` turns two such results into a verdict with reasons.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .evaluate import paired_bootstrap, score
+from .seeds import shift
+from .tasks import PRETRAIN_TASKS, Item, Task, get_task
+
+__all__ = ["SliceResult", "make_slices", "evaluate_slices", "GateRule", "GateVerdict", "release_gate",
+           "items_needed", "simulated_judge", "BestCheckpoint", "check_gate_rule"]
+
+OFF_TASKS = tuple(t for t in PRETRAIN_TASKS if t != "refuse")
+
+
+@dataclass
+class SliceResult:
+    """One slice scored item by item."""
+    name: str
+    items: list[Item]
+    outputs: list[str]
+    correct: list[bool]
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.correct))
+
+    def by_task(self) -> dict[str, float]:
+        out: dict[str, list[bool]] = {}
+        for it, c in zip(self.items, self.correct):
+            out.setdefault(it.task, []).append(c)
+        return {t: float(np.mean(v)) for t, v in out.items()}
+
+    def __repr__(self):
+        return f"SliceResult({self.name!r}, accuracy={self.accuracy:.3f}, n={len(self.correct)})"
+
+
+def _take(task: str, n: int, seed: int) -> list[Item]:
+    t = get_task(task)
+    return t.items(min(n, len(t.finite)) if t.finite else n, seed=seed, split="test")
+
+
+def make_slices(target: str | Task, n_target: int = 200, n_off_per_task: int = 20, n_safety: int = 100,
+                n_replay: int = 100, off_tasks: Sequence[str] = OFF_TASKS, replay_target_share: float = 0.5,
+                seed: int = 0) -> dict[str, list[Item]]:
+    """Fixed test-split items for each slice; score every model on the same ones."""
+    for name, v in (("n_target", n_target), ("n_off_per_task", n_off_per_task), ("n_safety", n_safety),
+                    ("n_replay", n_replay)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 2:
+            raise ValueError(f"{name} must be an int >= 2, got {v!r}")
+    if not 0 <= replay_target_share <= 1:
+        raise ValueError(f"replay_target_share must be in [0, 1], got {replay_target_share!r}")
+    t = target if isinstance(target, Task) else get_task(target)
+    if isinstance(off_tasks, str) or not off_tasks or t.name in off_tasks:
+        raise ValueError(f"off_tasks must be a non-empty list of task names without the target, got {off_tasks!r}")
+    slices = {"target": t.items(n_target, seed=seed, split="test"),
+              "off_task": [it for o in off_tasks for it in _take(o, n_off_per_task, seed)],
+              "safety": _take("refuse", n_safety, seed)}
+    # The replay slice: traffic as it might arrive, from other seeds than the slices above.
+    k = min(round(n_replay * replay_target_share), len(t.finite) if t.finite else n_replay)
+    rng = random.Random(shift(seed) + 7)
+    pool = [it for o in off_tasks for it in _take(o, max(2, n_replay // len(off_tasks) + 1), seed + 101)]
+    replay = (t.items(k, seed=seed + 101, split="test") if k else []) + rng.sample(pool, min(len(pool), n_replay - k))
+    rng.shuffle(replay)
+    slices["replay"] = replay
+    return slices
+
+
+def evaluate_slices(model, slices: dict[str, Sequence[Item]], extra_tasks: Sequence[Task] = ()) -> dict[str, SliceResult]:
+    """Greedy per-item scores of ``model`` on every slice; one batched ``score`` call per task.
+
+    ``extra_tasks`` are chapter-defined ``Task`` objects whose items appear in the slices.
+    """
+    if not isinstance(slices, dict) or not slices:
+        raise ValueError("slices must be a non-empty dict name -> list of Items (see make_slices)")
+    custom = {t.name: t for t in extra_tasks}
+    by_task: dict[str, list[Item]] = {}
+    for name, items in slices.items():
+        if not items:
+            raise ValueError(f"slice {name!r} is empty")
+        for it in items:
+            if not isinstance(it, Item):
+                raise TypeError(f"slice {name!r} holds a {type(it).__name__}, expected ftlab.Item")
+            by_task.setdefault(it.task, [])
+            if it not in by_task[it.task]:
+                by_task[it.task].append(it)
+    answers = {}
+    for task, items in by_task.items():
+        res = score(model, custom.get(task, task), items=items)
+        answers.update({(task, it.prompt): (o, c) for it, o, c in zip(items, res.outputs, res.correct)})
+    out = {}
+    for name, items in slices.items():
+        got = [answers[(it.task, it.prompt)] for it in items]
+        out[name] = SliceResult(name, list(items), [o for o, _ in got], [bool(c) for _, c in got])
+    return out
+
+
+# --- the gate ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GateRule:
+    """A rule on one slice: the paired difference candidate − base must clear ``min_diff``.
+
+    ``min_diff=+0.05`` asks for a 5-point gain; ``min_diff=-0.05`` tolerates a 5-point drop.
+    ``pass`` when the whole CI is above ``min_diff``, ``fail`` when it is wholly below,
+    ``undecided`` when it straddles (more items needed).
+    """
+    slice: str
+    min_diff: float
+
+    def judge(self, cand: Sequence[bool], base: Sequence[bool], level: float = 0.95, seed: int = 0):
+        ci = paired_bootstrap(np.asarray(cand, float), np.asarray(base, float), level=level, seed=seed)
+        status = "pass" if ci.low > self.min_diff else "fail" if ci.high < self.min_diff else "undecided"
+        return status, ci
+
+
+@dataclass
+class GateVerdict:
+    decision: str                      # "ship", "reject" or "undecided"
+    reasons: list[str]
+    checks: dict = field(default_factory=dict)  # slice -> (status, BootstrapCI)
+
+    def __repr__(self):
+        return f"GateVerdict({self.decision!r}, {len(self.reasons)} reasons)"
+
+
+def release_gate(candidate: dict[str, SliceResult], base: dict[str, SliceResult], min_target_gain: float = 0.05,
+                 off_task_tolerance: float = 0.05, safety_tolerance: float = 0.02, replay_tolerance: float = 0.05,
+                 level: float = 0.95, seed: int = 0) -> GateVerdict:
+    """Ship only if the target gain's paired CI clears ``min_target_gain`` and no other slice's
+    CI reaches below minus its tolerance. Any clear failure rejects; otherwise a CI that
+    straddles its threshold leaves the verdict undecided (evaluate on more items)."""
+    for name, v in (("min_target_gain", min_target_gain), ("off_task_tolerance", off_task_tolerance),
+                    ("safety_tolerance", safety_tolerance), ("replay_tolerance", replay_tolerance)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1 < v < 1:
+            raise ValueError(f"{name} must be a number in (-1, 1), got {v!r}")
+    rules = [GateRule("target", min_target_gain), GateRule("off_task", -off_task_tolerance),
+             GateRule("safety", -safety_tolerance), GateRule("replay", -replay_tolerance)]
+    checks, reasons = {}, []
+    for rule in rules:
+        if rule.slice not in base:
+            continue
+        if rule.slice not in candidate:
+            raise ValueError(f"candidate has no {rule.slice!r} slice; it has {sorted(candidate)}")
+        c, b = candidate[rule.slice], base[rule.slice]
+        if [(it.task, it.prompt) for it in c.items] != [(it.task, it.prompt) for it in b.items]:
+            raise ValueError(f"slice {rule.slice!r}: candidate and base were scored on different items")
+        status, ci = rule.judge(c.correct, b.correct, level, seed)
+        checks[rule.slice] = (status, ci)
+        if status != "pass":
+            reasons.append(f"{rule.slice}: {status}, diff {ci.diff:+.3f} with {level:.0%} CI "
+                           f"[{ci.low:+.3f}, {ci.high:+.3f}] vs threshold {rule.min_diff:+.3f} (n={len(c.correct)})")
+    if "target" not in checks:
+        raise ValueError("the slices need a 'target' slice")
+    statuses = [s for s, _ in checks.values()]
+    decision = "reject" if "fail" in statuses else "undecided" if "undecided" in statuses else "ship"
+    return GateVerdict(decision, reasons or ["every slice passes"], checks)
+
+
+def items_needed(half_width: float, sd_per_item: float, level: float = 0.95) -> int:
+    """Items for a normal-approximation CI of half-width ``half_width`` when one item's score
+    (or paired difference) has standard deviation ``sd_per_item``: ⌈(z·sd / half_width)²⌉."""
+    if isinstance(half_width, bool) or not isinstance(half_width, (int, float)) or not 0 < half_width < 1:
+        raise ValueError(f"half_width must be in (0, 1), got {half_width!r}")
+    if isinstance(sd_per_item, bool) or not isinstance(sd_per_item, (int, float)) or not 0 < sd_per_item <= 1:
+        raise ValueError(f"sd_per_item must be in (0, 1], got {sd_per_item!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return math.ceil((z * sd_per_item / half_width) ** 2)
+
+
+def simulated_judge(truly_ok: Sequence[bool], false_accept: float, false_reject: float, seed: int = 0) -> list[bool]:
+    """An imperfect "LLM judge" of known error rates: it keeps a bad example with probability
+    ``false_accept`` and drops a good one with probability ``false_reject``."""
+    for name, v in (("false_accept", false_accept), ("false_reject", false_reject)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+    rng = random.Random(shift(seed))
+    return [(rng.random() >= false_reject) if ok else (rng.random() < false_accept) for ok in truly_ok]
+
+
+class BestCheckpoint:
+    """An evaluation hook for ``ftlab.train`` that keeps the weights with the best held-out score.
+
+    Early stopping without stopping: ``metric()`` runs at each evaluation; when it beats the
+    best so far (higher is better unless ``mode="min"``), the state dict is copied.
+    """
+
+    def __init__(self, model, metric: Callable[[], float], mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        if not callable(metric):
+            raise TypeError(f"metric must be a zero-argument function, got {type(metric).__name__}")
+        self.model, self.metric, self.mode = model, metric, mode
+        self.best, self.best_state, self.calls, self.best_call = None, None, 0, None
+
+    def __call__(self) -> float:
+        v = float(self.metric())
+        self.calls += 1
+        if self.best is None or (v > self.best if self.mode == "max" else v < self.best):
+            self.best, self.best_call = v, self.calls
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        return v
+
+    def restore(self, model=None):
+        """Load the best weights into ``model`` (default: the model being trained); returns it."""
+        if self.best_state is None:
+            raise ValueError("no evaluation has run yet: nothing to restore")
+        m = model if model is not None else self.model
+        m.load_state_dict(self.best_state)
+        return m
+
+
+# --- the exercise checker -------------------------------------------------------------------
+def check_gate_rule(fn) -> None:
+    """Check ``fn(diffs, tolerance, seed) -> "pass" | "fail" | "undecided"``, an off-task rule
+    on per-item paired differences (candidate − base, each in {-1, 0, 1})."""
+    if not callable(fn):
+        raise TypeError(f"pass your function itself, got {type(fn).__name__}")
+    rng = np.random.default_rng(0)
+    cases = [  # (diffs, expected): clear pass, clear fail, straddling
+        (rng.choice([-1, 0, 0, 0, 0, 0, 0, 0, 0, 1], size=2000), "pass"),
+        (rng.choice([-1, -1, -1, 0, 0, 0, 0, 0, 0, 0], size=2000), "fail"),
+        (rng.choice([-1, 0, 0, 0, 0, 0, 0, 0, 0, 0], size=60), "undecided"),
+    ]
+    for diffs, want in cases:
+        got = fn(diffs.astype(float), 0.05, 0)
+        assert got == want, (f"mean diff {diffs.mean():+.3f} on n={len(diffs)} with tolerance 0.05: "
+                             f"expected {want!r}, got {got!r}")
+    print("✓ off-task rule: passes a clear hold, fails a clear drop, abstains when the CI straddles −tolerance")
