@@ -33,9 +33,28 @@ def test_question_labels_are_unique_and_headed():
 def test_chapters_start_with_title_and_end_with_quiz():
     for md in CHAPTERS:
         text = md.read_text(encoding="utf-8")
-        assert re.search(r"^# \d\d · ", text, re.M), f"{md.name}: title must read '# NN · Title'"
+        assert re.search(r"^# \d\d[a-z]? · ", text, re.M), f"{md.name}: title must read '# NN · Title'"
         assert "## Exercises" in text and "## Self-quiz" in text, f"{md.name}: needs Exercises and Self-quiz"
         assert text.count("{dropdown}") >= 6, f"{md.name}: the self-quiz needs at least 6 hidden answers"
         stubs = re.findall(r":tags: \[raises-exception\]", text)
         solutions = re.findall(r"```\{solution-start\}", text)
         assert len(solutions) >= len(stubs) >= 1 or md.stem.startswith("00"), f"{md.name}: exercises need solutions"
+
+
+def test_numbers_to_know_carry_a_status():
+    """The numbers sheet is generated from these bullets; each must say how far to trust it."""
+    status = re.compile(r"^- \*\*(verified|cited|convention|wrong)\*\*: \S")
+    for md in CHAPTERS:
+        lines = md.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip().startswith("**Numbers to know**"):
+                continue
+            j = i + 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            assert j < len(lines) and lines[j].startswith("- "), f"{md.name}:{i + 1}: Numbers to know needs a list"
+            while j < len(lines) and (lines[j].startswith("- ") or lines[j].startswith("  ")):
+                if lines[j].startswith("- "):
+                    assert status.match(lines[j]), f"{md.name}:{j + 1}: start with **verified**/**cited**/" \
+                                                   f"**convention**/**wrong** and a colon: {lines[j][:60]!r}"
+                j += 1
