@@ -1,0 +1,265 @@
+"""Prompt, retrieve or fine-tune? The decision tree of chapter 01, its cost break-even, and its checkers.
+
+``decide`` names the cheapest rung of the ladder (prompt → RAG → fine-tune) that can fix a
+*named, measured* failure, and says why. ``break_even_requests_per_day`` is the volume at
+which a fine-tune that shortens each request pays for itself and its re-tunes.
+
+The thresholds are stated assumptions, not laws; each carries the source it leans on.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+FAILURES = {
+    "instructions": "ignores an instruction or format it can follow when asked clearly",
+    "knowledge": "lacks facts: private, recent or customer-specific content",
+    "behaviour": "cannot hit a format, style or policy even with a saturated prompt",
+    "cost": "quality is fine, but the prompt or the model is too slow or too expensive",
+    "unmeasured": "no named failure on an eval set yet ('we want our own model')",
+}
+FRESHNESS = ("static", "monthly", "daily")
+ACTIONS = ("measure", "prompt", "rag", "collect data", "fine-tune")
+
+# Labelled examples before a first SFT run is worth launching. OpenAI's fine-tuning guide
+# accepts 10 and reports clear gains from 50-100; LIMA (Zhou et al. 2023) aligned a 65B model
+# with 1,000. We ask for 100 clean examples plus a held-out eval set.
+MIN_EXAMPLES = 100
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    action: str   # one of ACTIONS
+    reason: str   # one sentence you could say in the room
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.reason}"
+
+
+def _check_int(name: str, value, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_number(name: str, value, allow_zero: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def decide(failure: str, labelled_examples: int = 0, requests_per_day: float = 0,
+           freshness: str = "static", break_even_per_day: float = math.inf) -> Recommendation:
+    """The cheapest rung that can fix ``failure``, given the signals, with its reason.
+
+    failure             a key of ``FAILURES``
+    labelled_examples   clean input/output pairs you already have
+    requests_per_day    production volume
+    freshness           how often the facts change: "static", "monthly" or "daily"
+    break_even_per_day  the volume at which a fine-tune pays back (``break_even_requests_per_day``)
+    """
+    if not isinstance(failure, str) or failure not in FAILURES:
+        raise ValueError(f"failure must be one of {', '.join(FAILURES)}; got {failure!r}")
+    n = _check_int("labelled_examples", labelled_examples)
+    volume = _check_number("requests_per_day", requests_per_day)
+    if freshness not in FRESHNESS:
+        raise ValueError(f"freshness must be one of {', '.join(FRESHNESS)}; got {freshness!r}")
+    if isinstance(break_even_per_day, bool) or not isinstance(break_even_per_day, (int, float)) \
+            or math.isnan(break_even_per_day) or break_even_per_day <= 0:
+        raise ValueError(f"break_even_per_day must be a number > 0 (math.inf allowed), got {break_even_per_day!r}")
+
+    if failure == "unmeasured":
+        return Recommendation("measure", "no failure is named yet: build a held-out eval of real requests, "
+                                         "then see which rung it points to")
+    if failure == "instructions":
+        return Recommendation("prompt", "the model already has the skill; a clearer instruction, an example "
+                                        "or constrained decoding switches it on in minutes")
+    if failure == "knowledge":
+        why = {"daily": "the facts change daily, faster than any retraining loop",
+               "monthly": "the facts change monthly, and each change would mean a re-tune",
+               "static": "even static facts fine-tuned in are recalled only in the trained phrasing, "
+                         "not reversed, and they overwrite old facts"}[freshness]
+        return Recommendation("rag", f"put the facts in the context: {why}; retrieval also gives citations")
+    if failure == "behaviour":
+        if n < MIN_EXAMPLES:
+            return Recommendation("collect data", f"a fine-tune can teach a new format or style, but {n} labelled "
+                                                  f"examples is under {MIN_EXAMPLES}: label more and build the "
+                                                  "eval set first")
+        return Recommendation("fine-tune", f"a saturated prompt cannot teach a behaviour the model never saw; "
+                                           f"{n} examples are enough for a LoRA run, checked on a held-out eval")
+    # failure == "cost"
+    if volume < break_even_per_day:
+        return Recommendation("prompt", f"{volume:,.0f} requests/day is below the break-even of "
+                                        f"{break_even_per_day:,.0f}: trim the prompt, cache it, or try a smaller "
+                                        "model with the same prompt")
+    if n < MIN_EXAMPLES:
+        return Recommendation("collect data", f"the volume pays for a fine-tune, but {n} examples is under "
+                                              f"{MIN_EXAMPLES}: log the current model's outputs as labels first")
+    return Recommendation("fine-tune", f"{volume:,.0f} requests/day is above the break-even of "
+                                       f"{break_even_per_day:,.0f}: bake the instructions into a smaller tuned "
+                                       "model, with the big one as fallback")
+
+
+# --- retrieval, the toy way -------------------------------------------------------------
+
+def with_retrieved_context(items, table, n_distractors: int = 2, seed: int = 0) -> list[str]:
+    """Chat prompts that put each item's fact, shuffled among ``n_distractors`` others from
+    ``table``, into the context block: what a retriever with imperfect precision returns.
+
+    ``items`` are fact items (their ``meta`` names the person and city), ``table`` is a list
+    of (name, city) pairs such as ``ftlab.NEW_FACTS``.
+    """
+    import random
+
+    from .chat import chat_prompt
+    from .seeds import shift
+    from .tasks import context_prompt
+
+    table = list(table)
+    if isinstance(n_distractors, bool) or not isinstance(n_distractors, int) or not 0 <= n_distractors < len(table):
+        raise ValueError(f"n_distractors must be an int in [0, {len(table) - 1}], got {n_distractors!r}")
+    rng = random.Random(shift(seed))
+    prompts = []
+    for it in items:
+        if "name" not in it.meta or "city" not in it.meta:
+            raise ValueError(f"item {it.prompt!r} of task {it.task!r} is not a fact item (no name/city in meta)")
+        fact = (it.meta["name"], it.meta["city"])
+        others = rng.sample([f for f in table if f != fact], n_distractors)
+        facts = others + [fact]
+        rng.shuffle(facts)
+        prompts.append(chat_prompt(context_prompt(facts, it.prompt)))
+    return prompts
+
+
+# --- the break-even --------------------------------------------------------------------
+
+def cost_per_request(tokens: float, usd_per_mtok: float) -> float:
+    """Dollars for one request of ``tokens`` tokens at ``usd_per_mtok`` dollars per million tokens."""
+    return _check_number("tokens", tokens) * _check_number("usd_per_mtok", usd_per_mtok) / 1e6
+
+
+def yearly_fixed_usd(fine_tune_usd: float, retune_usd: float = 0.0, retunes_per_year: float = 0.0) -> float:
+    """What owning the fine-tune costs in a year: the first run plus every re-tune at a base upgrade."""
+    return (_check_number("fine_tune_usd", fine_tune_usd)
+            + _check_number("retune_usd", retune_usd) * _check_number("retunes_per_year", retunes_per_year))
+
+
+def break_even_requests_per_day(tokens_before: float, tokens_after: float, usd_per_mtok_before: float,
+                                usd_per_mtok_after: float, fine_tune_usd: float, retune_usd: float = 0.0,
+                                retunes_per_year: float = 0.0) -> float:
+    """Requests per day at which a year of per-request savings pays for a year of the fine-tune.
+
+    saving per request = tokens_before · price_before − tokens_after · price_after
+    break-even         = yearly_fixed_usd / (365 · saving per request)
+
+    A tuned model can cost *more* per token (hosted fine-tunes often do); if the saving is
+    zero or negative the fine-tune never pays back and the answer is ``math.inf``.
+    """
+    saving = (cost_per_request(tokens_before, usd_per_mtok_before)
+              - cost_per_request(tokens_after, usd_per_mtok_after))
+    fixed = yearly_fixed_usd(fine_tune_usd, retune_usd, retunes_per_year)
+    if saving <= 0:
+        return math.inf
+    return fixed / (365 * saving)
+
+
+# --- exercise checkers -------------------------------------------------------------------
+
+def _ok(msg: str) -> None:
+    print(f"✓ {msg}")
+
+
+def check_break_even(fn) -> None:
+    """``fn(tokens_before, tokens_after, usd_before, usd_after, fine_tune_usd, retune_usd, retunes_per_year)``."""
+    cases = [
+        (4000, 500, 2.5, 2.5, 30_000, 5_000, 4),
+        (3000, 300, 0.15, 0.30, 10_000, 0, 0),
+        (2000, 2000, 2.5, 0.25, 50_000, 10_000, 2),
+        (1000, 100, 1.0, 1.0, 0, 0, 0),
+    ]
+    for args in cases:
+        want = break_even_requests_per_day(*args)
+        got = float(fn(*args))
+        assert math.isclose(got, want, rel_tol=1e-6), f"for {args}: expected {want:,.1f} requests/day, got {got:,.1f}"
+    args = (1000, 1000, 1.0, 2.0, 20_000, 0, 0)
+    got = fn(*args)
+    assert got == math.inf, f"a tuned model that costs more per request never pays back: expected inf, got {got!r}"
+    _ok("break-even matches yearly cost / (365 · saving per request), and a negative saving never pays back")
+
+
+def check_triage(fn) -> None:
+    """``fn(acc_prompt, acc_rag, target) -> 'prompt' | 'rag' | 'fine-tune'``: climb only as far as needed."""
+    cases = [((0.95, 0.97, 0.9), "prompt"), ((0.5, 0.93, 0.9), "rag"), ((0.5, 0.6, 0.9), "fine-tune"),
+             ((0.9, 0.95, 0.9), "prompt"), ((0.2, 0.9, 0.9), "rag"), ((0.0, 0.0, 0.5), "fine-tune")]
+    for args, want in cases:
+        got = fn(*args)
+        assert got == want, f"acc_prompt={args[0]}, acc_rag={args[1]}, target={args[2]}: expected {want!r}, got {got!r}"
+    for bad in [(1.2, 0.5, 0.9), (0.5, -0.1, 0.9), (0.5, 0.5, 0.0)]:
+        try:
+            fn(*bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad}: accuracies must lie in [0, 1] and the target in (0, 1]; raise ValueError")
+    _ok("triage picks the cheapest rung that meets the target, and refuses impossible accuracies")
+
+
+# --- the picture ---------------------------------------------------------------------------
+
+def draw_tree(ax=None):
+    """Draw the decision tree with matplotlib (renders offline, no graphviz).
+
+    The leaves are not typed in: each one is ``decide(...)`` called on that branch, so the
+    picture cannot drift from the code.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8.2, 4.2))
+    ax.set_axis_off()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0.2, 6.3)
+    fill = {"measure": "#DDDDDD", "prompt": "#C9D7EC", "rag": "#EFE6C2", "collect data": "#F3D9C4",
+            "fine-tune": "#F0C8C9"}
+
+    def box(x, y, text, color="white", bold=False):
+        ax.text(x, y, text, ha="center", va="center", fontsize=8, fontweight="bold" if bold else "normal",
+                bbox=dict(boxstyle="round,pad=0.35", fc=color, ec="#555555", lw=0.8))
+
+    def arrow(x0, y0, x1, y1, label=""):
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="-|>", color="#555555", lw=0.8, shrinkA=10, shrinkB=10))
+        if label:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, ha="center", va="center", fontsize=7, color="#333333",
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.9))
+
+    def leaf(x, y, rec: Recommendation):
+        box(x, y, rec.action.upper(), fill[rec.action], bold=True)
+
+    box(5.0, 5.9, "What fails on the held-out eval?", bold=True)
+    level1 = [(0.8, "nothing named yet"), (2.75, "an instruction\nit can follow"), (4.7, "missing facts"),
+              (6.75, "a behaviour it\nnever saw"), (8.95, "too slow or\ntoo costly")]
+    for x, label in level1:
+        arrow(5.0, 5.9, x, 4.6)
+        box(x, 4.6, label)
+    for x in (0.8, 2.75, 4.7, 6.75, 8.95):
+        arrow(x, 4.6, x, 3.3)
+    leaf(0.8, 3.3, decide("unmeasured"))
+    leaf(2.75, 3.3, decide("instructions"))
+    leaf(4.7, 3.3, decide("knowledge", freshness="daily"))
+    ax.text(4.7, 2.55, "even static facts:\nfine-tuned ones don't\nreverse, and erase\nold ones", ha="center",
+            va="top", fontsize=7, color="#333333")
+    box(6.75, 3.3, f"≥ {MIN_EXAMPLES} labelled\nexamples?")
+    leaf(6.15, 1.5, decide("behaviour", labelled_examples=MIN_EXAMPLES))
+    leaf(7.45, 0.6, decide("behaviour", labelled_examples=0))
+    arrow(6.75, 3.3, 6.15, 1.5, "yes")
+    arrow(6.75, 3.3, 7.45, 0.6, "no")
+    box(8.95, 3.3, "volume above\nbreak-even?")
+    leaf(9.45, 1.5, decide("cost", labelled_examples=MIN_EXAMPLES, requests_per_day=2, break_even_per_day=1))
+    leaf(8.75, 0.6, decide("cost", requests_per_day=1, break_even_per_day=2))
+    arrow(8.95, 3.3, 9.45, 1.5, "yes")
+    arrow(8.95, 3.3, 8.75, 0.6, "no")
+    return ax
