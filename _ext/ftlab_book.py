@@ -192,7 +192,24 @@ class FillRuntimes(SphinxPostTransform):
                 text.parent.replace(text, nodes.Text("–" if rt is None else f"{rt:.1f} s"))
 
 
+def tidy_page_context(app, pagename, templatename, context, doctree):
+    """Two theme quirks that print browser-console errors on every page of a Jupyter Book 1.x site:
+    sphinx-thebe registers its config script twice ("THEBE_JS_URL has already been declared"),
+    and pydata-sphinx-theme starts with an empty colour mode ("Got invalid theme mode")."""
+    seen, unique = set(), []
+    for js in context.get("script_files", []):
+        key = (getattr(js, "filename", str(js)), tuple(sorted((getattr(js, "attributes", {}) or {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    if "script_files" in context:
+        context["script_files"] = unique
+    if not context.get("default_mode"):
+        context["default_mode"] = "auto"
+
+
 def setup(app):
+    app.connect("html-page-context", tidy_page_context, priority=900)
     app.add_directive("question-bank", QuestionBank)
     app.add_directive("mock-interviews", MockInterviews)
     app.add_directive("numbers-sheet", NumbersSheet)
