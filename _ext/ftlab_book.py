@@ -198,7 +198,9 @@ def tidy_page_context(app, pagename, templatename, context, doctree):
     and pydata-sphinx-theme starts with an empty colour mode ("Got invalid theme mode")."""
     seen, unique = set(), []
     for js in context.get("script_files", []):
-        key = (getattr(js, "filename", str(js)), tuple(sorted((getattr(js, "attributes", {}) or {}).items())))
+        # The same inline script arrives once with filename None and once with '' (Sphinx 7.4).
+        attrs = tuple(sorted((k, str(v)) for k, v in (getattr(js, "attributes", {}) or {}).items()))
+        key = (getattr(js, "filename", str(js)) or "", attrs)
         if key not in seen:
             seen.add(key)
             unique.append(js)
