@@ -29,7 +29,7 @@ CHROME_FLAGS = [
 WINDOW = (1280, 900)          # CSS px; screenshots are this wide
 PAGE_LOAD_TIMEOUT = 30        # s, for driver.get
 WAIT = 10                     # s, for every explicit wait
-MAX_SHOT_HEIGHT = 16384       # px; longer pages are cut there
+MAX_SHOT_HEIGHT = 32768       # px; longer pages are cut there
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -284,21 +284,36 @@ class Visits:
         return record
 
     def screenshot(self, page: str, path) -> tuple[int, int]:
-        """Full-page PNG of `page`, WINDOW[0] CSS px wide; returns (width, height)."""
+        """Full-page PNG of `page`, WINDOW[0] CSS px wide; returns (width, height).
+
+        The viewport is first set to the page's whole height (device-metrics override)
+        and the page left to settle at that size, then captured as one frame: the layout
+        is fixed before the capture instead of being resized during it."""
         import base64
+
+        from selenium.webdriver.support.ui import WebDriverWait
 
         self.visit(page)
         if self.drv.current_url != self.url(page):
             self.load(page)
             self.last = page
-        metrics = self.drv.execute_cdp_cmd("Page.getLayoutMetrics", {})
-        size = metrics.get("cssContentSize") or metrics["contentSize"]
         width = WINDOW[0]
-        height = int(min(max(size["height"], 1), MAX_SHOT_HEIGHT))
-        shot = self.drv.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True, "fromSurface": True,
-            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
-        })
+        height = 0
+        try:
+            for _ in range(3):  # a taller viewport can make the page itself taller (vh units)
+                want = int(min(max(self.drv.execute_script(
+                    "return document.documentElement.scrollHeight"), 1), MAX_SHOT_HEIGHT))
+                if want == height:
+                    break
+                height = want
+                self.drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                    "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+                WebDriverWait(self.drv, WAIT).until(
+                    lambda d: d.execute_script("return window.innerHeight") == height)
+                wait_until_settled(self.drv)
+            shot = self.drv.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "fromSurface": True})
+        finally:
+            self.drv.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         return width, height

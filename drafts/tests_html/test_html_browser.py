@@ -78,8 +78,8 @@ def test_chapter_screenshot(visits, chapter):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     png_w, png_h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert png_w == WINDOW[0] and png_h >= min(height, WINDOW[1]) > 0, (
-        f"{path}: {png_w}x{png_h} px, expected {WINDOW[0]} px wide and the page's height")
+    assert (png_w, png_h) == (width, height) and width == WINDOW[0] and height > 0, (
+        f"{path}: {png_w}x{png_h} px, expected {WINDOW[0]}x{height} (the page's width and height)")
 
 
 @pytest.mark.parametrize("study_page", ["question_bank.html", "numbers.html"])

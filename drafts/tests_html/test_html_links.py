@@ -1,10 +1,17 @@
 """Static checks of the built HTML, no browser: the build exists, every page the table of
-contents names was built, and every internal link resolves to an existing file and,
-when it has a #fragment, to an element with that id in the target page. External
-http(s) links are not checked (the machine is offline)."""
+contents names was built, every internal link resolves to an existing file and, when it
+has a #fragment, to an element with that id in the target page (external http(s) links
+are not checked: the machine is offline), and no MyST directive was left unparsed."""
 from __future__ import annotations
 
+import re
+
 import html_support as hs
+
+# A directive fence that reached the page as text: e.g. ```{dropdown} Title with `code`
+# (CommonMark forbids backticks in a backtick fence's info string, so that line is not a
+# fence at all, and nothing warns).
+UNPARSED_FENCE = re.compile(r"(```+|~~~+|:::+)\s*\{[\w:-]+\}")
 
 
 def test_build_exists(html_root):
@@ -30,4 +37,19 @@ def test_every_internal_link_resolves(html_root):
     assert not problems, (
         f"{len(problems)} broken internal link(s) among {checked} in {len(files)} files:\n"
         + "\n".join(problems[:60]) + ("\n..." if len(problems) > 60 else "")
+    )
+
+
+def test_no_unparsed_directive_in_pages(html_root):
+    problems = []
+    for page in hs.book_pages():
+        soup = hs.parse(html_root / page)
+        body = soup.find("article") or soup.body or soup
+        texts = [s for s in body.find_all(string=True)
+                 if not s.find_parent(["pre", "code", "script", "style", "textarea"])]
+        for match in UNPARSED_FENCE.finditer("".join(texts)):
+            problems.append(f"{page}: {match.group(0)!r} shown as text (a directive fence that did not parse)")
+    assert not problems, (
+        "\n".join(problems) + "\nA backtick fence cannot have backticks in its title: use a colon "
+        "fence (:::{dropdown} ...) or drop the backticks."
     )
