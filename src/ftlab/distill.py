@@ -36,10 +36,8 @@ import torch.nn.functional as F
 
 from .chat import Example, format_prompt, sft_tensors
 from .generation import generate
-from .progress import progress
-from .seeds import shift
 from .tasks import final_answer
-from .train import History, lr_at
+from .train import History, train
 
 Tensor = torch.Tensor
 
@@ -273,17 +271,12 @@ def train_kd(student, teacher, data: Sequence[Example], steps: int, lr: float, T
     The teacher's logits on every sequence are computed once; each step the student
     minimises, over completion tokens, ``alpha`` × the divergence ("forward" = kd_loss,
     "reverse" = reverse_kl, "jsd" = generalized_jsd with ``beta``) plus (1 − ``alpha``) × the
-    cross-entropy on the tokens in ``data``. The optimiser and schedule are those of
-    ``ftlab.train``, so runs compare like for like. Returns the ``History``.
+    cross-entropy on the tokens in ``data``. It runs through ``ftlab.train`` with a
+    ``loss_fn``, so the optimiser, schedule and batch order are those of SFT and runs compare
+    like for like. Returns the ``History``.
     """
     if divergence not in ("forward", "reverse", "jsd"):
         raise ValueError(f"divergence must be 'forward', 'reverse' or 'jsd', got {divergence!r}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     _check_temperature(T)
@@ -292,58 +285,26 @@ def train_kd(student, teacher, data: Sequence[Example], steps: int, lr: float, T
     if student.config.vocab_size != teacher.config.vocab_size:
         raise ValueError(f"student and teacher vocabularies differ: {student.config.vocab_size} "
                          f"vs {teacher.config.vocab_size}; logit KD needs one tokenizer")
-    ids, loss_mask = sft_tensors(list(data))
+    ids, _ = sft_tensors(list(data))
     t_logits = teacher_logits_for(teacher, ids)                # (N, T, V), frozen targets
-    params = [p for p in student.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.0}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.99))
-    gen = torch.Generator().manual_seed(shift(seed))
-    hist = History(evals={k: [] for k in (evals or {})})
-    order, pos = torch.randperm(len(ids), generator=gen), 0
-    dev = student.device
-    student.train()
-    for step in progress(range(steps), desc=desc):
-        if pos + batch_size > len(order):
-            order, pos = torch.randperm(len(ids), generator=gen), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
-        b_ids, b_mask, b_t = ids[idx], loss_mask[idx], t_logits[idx]
-        L = int((b_ids != 0).long().sum(1).max())              # trim to the longest row
-        b_ids, b_mask, b_t = b_ids[:, :L].to(dev), b_mask[:, :L].to(dev), b_t[:, :L].to(dev)
-        cur = lr_at(step, steps, lr, warmup, "cosine")
-        for g in opt.param_groups:
-            g["lr"] = cur
-        s_logits = student(b_ids)[:, :-1]                      # (B, L-1, V): position t predicts token t+1
-        tgt_mask, t_l, labels = b_mask[:, 1:], b_t[:, :-1], b_ids[:, 1:]
+
+    def loss_fn(model, b_ids, b_mask, idx):
+        s_logits = model(b_ids)[:, :-1]                        # (B, L-1, V): position t predicts token t+1
+        t_l = t_logits[idx.cpu(), :b_ids.shape[1] - 1].to(s_logits.device)
+        tgt_mask, labels = b_mask[:, 1:], b_ids[:, 1:]
         if divergence == "forward":
             soft = kd_loss(s_logits, t_l, T, tgt_mask)
         elif divergence == "reverse":
             soft = reverse_kl(s_logits, t_l, T, tgt_mask)
         else:
             soft = generalized_jsd(s_logits, t_l, beta, T, tgt_mask)
-        if alpha < 1.0:
-            ce = F.cross_entropy(s_logits.reshape(-1, s_logits.shape[-1]), labels.reshape(-1), reduction="none")
-            hard = _masked_mean(ce, tgt_mask.reshape(-1).float())
-            loss = alpha * soft + (1 - alpha) * hard
-        else:
-            loss = soft
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        hist.loss.append(loss.item())
-        hist.lr.append(cur)
-        if evals and ((eval_every and (step + 1) % eval_every == 0) or step == steps - 1):
-            student.eval()
-            for name, fn in evals.items():
-                if not hist.evals[name] or hist.evals[name][-1][0] != step + 1:
-                    hist.evals[name].append((step + 1, float(fn())))
-            student.train()
-    student.eval()
-    return hist
+        if alpha == 1.0:
+            return soft
+        ce = F.cross_entropy(s_logits.reshape(-1, s_logits.shape[-1]), labels.reshape(-1), reduction="none")
+        return alpha * soft + (1 - alpha) * _masked_mean(ce, tgt_mask.reshape(-1).float())
+
+    return train(student, data, steps, lr, batch_size=batch_size, warmup=warmup, grad_clip=grad_clip,
+                 evals=evals, eval_every=eval_every, loss_fn=loss_fn, seed=seed, desc=desc)
 
 
 # --- the student with a fallback to the teacher --------------------------------------

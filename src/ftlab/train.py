@@ -74,6 +74,7 @@ def train(model, data: Sequence[Example], steps: int, lr: float, batch_size: int
           mask_prompt: bool = True, trainable: Callable[[str], bool] | None = None,
           evals: dict[str, Callable[[], float]] | None = None, eval_every: int = 0,
           extra_loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+          loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
           seed: int = 0, desc: str = "train") -> History:
     """Fine-tune ``model`` in place on ``data`` and return its ``History``.
 
@@ -83,12 +84,15 @@ def train(model, data: Sequence[Example], steps: int, lr: float, batch_size: int
     mask_prompt   loss on the completion only (chat SFT), or on the whole sequence.
     evals         name -> zero-argument function, run every ``eval_every`` steps and at the end.
     extra_loss    added to the LM loss each step (a KL or EWC penalty, say).
+    loss_fn       (model, ids, loss_mask, idx) -> loss, used instead of the LM loss; ``idx``
+                  holds the batch's row numbers in ``data``, so a loss can look up per-row
+                  targets computed once (a teacher's logits, say). Its value is what is logged.
     """
-    if not isinstance(steps, int) or steps < 1:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not isinstance(lr, (int, float)) or not lr > 0:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
@@ -125,7 +129,7 @@ def train(model, data: Sequence[Example], steps: int, lr: float, batch_size: int
         cur = lr_at(step, steps, lr, warmup, schedule)
         for g in opt.param_groups:
             g["lr"] = cur
-        loss = lm_loss(model, b_ids, b_mask)
+        loss = loss_fn(model, b_ids, b_mask, idx) if loss_fn else lm_loss(model, b_ids, b_mask)
         total = loss + extra_loss(model, b_ids, b_mask) if extra_loss else loss
         opt.zero_grad(set_to_none=True)
         total.backward()
