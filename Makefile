@@ -8,7 +8,7 @@ NBVAL  := $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env
 export FTLAB_QUIET := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup book test unit notebooks sync-check build bench seeds sync checkpoints serve clean
+.PHONY: setup book test unit notebooks sync-check build html bench seeds sync checkpoints serve clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	bash tools/install_browser.sh
 	touch $(STAMP)
 
 book: setup             ## execute every chapter and write the HTML to _build/html
@@ -23,10 +24,10 @@ book: setup             ## execute every chapter and write the HTML to _build/ht
 	$(PY) tools/check_html.py
 	@echo "open _build/html/index.html, or run: make serve"
 
-test: setup unit notebooks build   ## every check; fails on any error
+test: setup unit notebooks build html   ## every check; fails on any error
 
 unit: setup             ## unit tests of ftlab, plus the twin-sync and URL checks
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/html
 
 notebooks: setup        ## nbval over every chapter twin (asserts inside the notebooks)
 	$(NBVAL) chapters/*.ipynb
@@ -34,6 +35,9 @@ notebooks: setup        ## nbval over every chapter twin (asserts inside the not
 build: setup            ## the book, warnings as errors, every cell executed; then the Colab links
 	$(BUILD)
 	$(PY) tools/check_html.py
+
+html: setup             ## the built pages in headless Chromium: titles, images, console, links (after build)
+	$(PY) -m pytest -p no:cacheprovider tests/html
 
 bench: setup            ## wall seconds and peak RSS per notebook -> _build/bench.json
 	$(PY) tools/bench.py
