@@ -560,3 +560,34 @@ def test_check_nf4_roundtrip(capsys):
                             .amax(1, keepdim=True)).reshape(w.shape))
     with pytest.raises(AssertionError, match="shape"):
         check_nf4_roundtrip(lambda w, cb, bs: _roundtrip(w, cb, bs).reshape(-1))
+
+
+# --- the chapter's tasks ------------------------------------------------------------------------
+def test_letter_tasks_answer_and_verify():
+    from ftlab.evaluate import score
+    from ftlab.peft import FIRST_LETTER, LAST_LETTER
+    for task, pick in ((LAST_LETTER, lambda w: w[-1]), (FIRST_LETTER, lambda w: w[0])):
+        items = task.items(50, seed=3)
+        assert len({it.prompt for it in items}) == 50 and not task.in_pretraining
+        for it in items:
+            verb, word = it.prompt.split(" ")
+            assert verb == task.name and 3 <= len(word) <= 7 and it.answer == pick(word)
+            assert task.verify(it, it.answer) and not task.verify(it, it.answer + "x")
+        train = {it.prompt for it in task.items(200, seed=3, split="train")}
+        assert train.isdisjoint(it.prompt for it in items)   # the fixed hash split holds
+    # a Task object goes through the course's scorer like a named task
+    model = TinyGPT(GPTConfig()).eval()
+    assert len(score(model, LAST_LETTER, n=4, seed=0).correct) == 4
+
+
+@pytest.mark.parametrize("kw, shown", [
+    (dict(name="Last", position=-1), "name must be a lower-case word, got 'Last'"),
+    (dict(name="two words", position=-1), "got 'two words'"),
+    (dict(name=3, position=0), "got 3"),
+    (dict(name="mid", position=2), "position must be 0 (first letter) or -1 (last letter), got 2"),
+    (dict(name="mid", position=True), "got True"),
+])
+def test_letter_task_bad_input(kw, shown):
+    from ftlab.peft import letter_task
+    with pytest.raises(ValueError, match=re.escape(shown)):
+        letter_task(**kw)

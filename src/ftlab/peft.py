@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .quant import NF4Weight, dequantize_blockwise, quantize_blockwise
+from .tasks import LETTERS, Item, Task
 from .tokenizer import encode
 from .train import lm_loss
 
@@ -30,6 +31,7 @@ __all__ = [
     "MultiLoRALinear", "add_multi_lora", "use_adapter",
     "PromptTuningModel", "PrefixTuningModel",
     "BottleneckAdapter", "add_adapters",
+    "LAST_LETTER", "FIRST_LETTER", "letter_task",
     "count_trainable", "check_lora_layer", "check_lora_param_count", "check_nf4_roundtrip",
 ]
 
@@ -61,6 +63,30 @@ def _check_lora_args(base, r, lora_alpha, lora_dropout=0.0) -> None:
 def count_trainable(model: nn.Module) -> int:
     """How many parameters have ``requires_grad``: what an optimizer would update."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- this chapter's tasks ---------------------------------------------------------------
+def letter_task(name: str, position: int) -> Task:
+    """A held-out task: ``"<name> <word>"`` is answered by the word's letter at ``position``.
+
+    Both words are new to every checkpoint, so the base model scores zero; a fine-tune
+    learns them in well under 100 steps, which lets one page run a dozen fine-tunes.
+    """
+    if not isinstance(name, str) or not name.isalpha() or not name.islower():
+        raise ValueError(f"name must be a lower-case word, got {name!r}")
+    if isinstance(position, bool) or position not in (0, -1):
+        raise ValueError(f"position must be 0 (first letter) or -1 (last letter), got {position!r}")
+
+    def sample(rng) -> Item:
+        word = "".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 7)))
+        return Item(name, f"{name} {word}", word[position])
+
+    which = "first" if position == 0 else "last"
+    return Task(name, f"the {which} letter of a word (held out; chapter 02)", sample, False, max_answer_len=2)
+
+
+LAST_LETTER = letter_task("last", -1)
+FIRST_LETTER = letter_task("first", 0)
 
 
 # --- LoRA -----------------------------------------------------------------------------
