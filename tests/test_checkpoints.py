@@ -59,3 +59,13 @@ def test_checkpoint_roles(measured):
     assert 0.2 <= measured["math-weak"]["add3_steps_pass@1_T1"] <= 0.6
     assert measured["teacher"]["add3_steps"] > 0.8
     assert ftlab.load("teacher").num_params() > 2 * ftlab.load("base").num_params()
+
+
+def test_base_raw_skills_do_not_hang_on_position_zero():
+    """base-raw was pretrained with 0-8 leading spaces before each prompt (tools/make_checkpoints.py),
+    so a shifted prompt keeps the skill; chapter 03's instruction tuning relies on it."""
+    model, items = ftlab.load("base-raw"), ftlab.get_task("rev").items(64, seed=0)
+    acc = {k: ftlab.score(model, "rev", items=items,
+                          prompts=[" " * k + ftlab.format_prompt(i.prompt, "raw") for i in items]).accuracy
+           for k in (0, 4, 8)}
+    assert min(acc.values()) > 0.6 and max(acc.values()) - min(acc.values()) < 0.2, acc

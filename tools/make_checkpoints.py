@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ftlab.chat import sft_tensors  # noqa: E402
+from ftlab.chat import Example, sft_tensors  # noqa: E402
 from ftlab.checkpoints import load, metadata, save  # noqa: E402
 from ftlab.evaluate import checkpoint_figures  # noqa: E402
 from ftlab.model import GPTConfig, TinyGPT  # noqa: E402
@@ -39,7 +39,11 @@ STAGE2 = dict(mix={"add": 2, "sub": 1, "add_steps": 0.5, "rev": 1, "sort": 1.5, 
                    "fact": 1, "lookup": 4, "pick": 0.2, "refuse": 0.3}, steps=6000, lr=1.5e-3)
 RECIPES = {
     "base": dict(cfg=GPTConfig(), mix=BASE_MIX, template="chat", steps=15000, lr=3e-3, seed=1, stage2=STAGE2),
-    "base-raw": dict(cfg=GPTConfig(), mix=BASE_MIX, template="raw", steps=15000, lr=3e-3, seed=2, stage2=STAGE2),
+    # base-raw sees each prompt after 0-8 leading spaces, so its skills do not hang on the
+    # prompt starting at absolute position 0 (TinyGPT's positions are learned and absolute);
+    # instruction tuning can then move them behind the chat template's first marker.
+    "base-raw": dict(cfg=GPTConfig(), mix=BASE_MIX, template="raw", steps=15000, lr=3e-3, seed=2, stage2=STAGE2,
+                     offsets=8),
     "teacher": dict(cfg=GPTConfig(d_model=96, n_layer=4, n_head=4), mix={**BASE_MIX, "add3_steps": 2},
                     template="chat", steps=12000, lr=2e-3, seed=3),
     # Stopped as soon as sampled pass@1 on add3_steps reaches 0.35, checked every 100 steps.
@@ -58,8 +62,9 @@ def stream(task, rng):
 
 
 def run_stage(model, name: str, mix: dict, template: str, steps: int, lr: float, seed: int,
-              stop_at: tuple | None = None) -> int:
-    """One stage of pretraining: AdamW, 200 warmup steps, cosine decay. Returns steps done."""
+              stop_at: tuple | None = None, offsets: int = 0) -> int:
+    """One stage of pretraining: AdamW, 200 warmup steps, cosine decay. Returns steps done.
+    ``offsets`` > 0 puts 0..offsets spaces before each prompt (uniform)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     names, weights = zip(*mix.items())
@@ -73,7 +78,10 @@ def run_stage(model, name: str, mix: dict, template: str, steps: int, lr: float,
     for step in range(steps):
         task = rng.choices(names, weights)[0]
         items = [next(streams[task]) for _ in range(BATCH)]
-        ids, mask = sft_tensors(to_examples(items, template))
+        examples = to_examples(items, template)
+        if offsets:
+            examples = [Example(" " * rng.randint(0, offsets) + e.prompt, e.completion) for e in examples]
+        ids, mask = sft_tensors(examples)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, 200, "cosine")
         loss = lm_loss(model, ids, mask)
@@ -100,7 +108,8 @@ def run_stage(model, name: str, mix: dict, template: str, steps: int, lr: float,
 def stage2(model, name: str) -> int:
     r = RECIPES[name]
     s2 = r["stage2"]
-    return run_stage(model, name + "/2", s2["mix"], r["template"], s2["steps"], s2["lr"], r["seed"] + 100)
+    return run_stage(model, name + "/2", s2["mix"], r["template"], s2["steps"], s2["lr"], r["seed"] + 100,
+                     offsets=r.get("offsets", 0))
 
 
 def pretrain(name: str) -> dict:
@@ -109,7 +118,8 @@ def pretrain(name: str) -> dict:
     torch.manual_seed(r["seed"])
     model = TinyGPT(r["cfg"])
     t0 = time.time()
-    done = [run_stage(model, name, r["mix"], r["template"], r["steps"], r["lr"], r["seed"], r.get("stop_at"))]
+    done = [run_stage(model, name, r["mix"], r["template"], r["steps"], r["lr"], r["seed"], r.get("stop_at"),
+                      r.get("offsets", 0))]
     if "stage2" in r:
         done.append(stage2(model, name))
     info = {"recipe": {k: (v.to_dict() if k == "cfg" else v) for k, v in r.items()},

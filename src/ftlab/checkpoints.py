@@ -16,7 +16,7 @@ from .model import GPTConfig, TinyGPT
 
 CHECKPOINTS = {
     "base": "multi-task, chat template; includes context lookup and refusal",
-    "base-raw": "the same tasks as plain completion ('prompt=answer■'), no chat template",
+    "base-raw": "the same tasks as plain completion ('prompt=answer■', 0-8 leading spaces), no chat template",
     "teacher": "larger (d=96, 4 layers), chat template, the base tasks plus three-digit sums with steps",
     "math-weak": "chat template, sums with worked steps, stopped early: pass@1 ≈ 0.2-0.6 on add3_steps",
 }
