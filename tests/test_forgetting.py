@@ -142,3 +142,24 @@ def test_kl_to_base_is_zero_at_the_base_and_positive_after_drift(tiny):
         KLToBase(tiny, [], beta=1.0)
     with pytest.raises(TypeError, match="nn.Module"):
         KLToBase("base", PROMPTS, beta=1.0)
+
+
+def test_second_letter_task():
+    from ftlab.forgetting import SECOND_LETTER
+    items = SECOND_LETTER.items(20, seed=0)
+    assert all(it.answer == it.prompt.split()[1][1] for it in items)
+    assert SECOND_LETTER.verify(items[0], items[0].answer) and not SECOND_LETTER.in_pretraining
+
+
+def test_at_matched_interpolates_at_the_first_crossing():
+    from ftlab.forgetting import at_matched
+    new, old = [0.0, 0.2, 0.6, 1.0], [1.0, 0.8, 0.4, 0.0]
+    assert at_matched(new, old, 0.4) == pytest.approx(0.6)   # halfway from 0.2 to 0.6
+    assert at_matched(new, old, 0.0) == 1.0
+    assert at_matched(new, old, 1.0) == 0.0
+    assert at_matched([0.0, 0.3], [1.0, 0.5], 0.5) is None   # never reached
+    assert at_matched([0.0, 0.6, 0.3, 0.7], [1, 0.5, 0.4, 0.1], 0.6) == 0.5  # first crossing, not a later one
+    with pytest.raises(ValueError, match="same length"):
+        at_matched([0.1], [0.1, 0.2], 0.5)
+    with pytest.raises(ValueError, match="level"):
+        at_matched([0.1], [0.1], 1.5)

@@ -140,3 +140,33 @@ def test_gate_rule_checker_accepts_a_right_rule_and_rejects_a_wrong_one():
         check_gate_rule(lambda d, t, s: "pass" if d.mean() > -t else "fail")  # ignores the CI
     with pytest.raises(TypeError):
         check_gate_rule(3)
+
+
+def test_route_takes_each_item_from_the_model_it_is_sent_to():
+    from ftlab.gate import route
+    items = [Item("rev", "rev ab", "ba"), Item("add", "1+1", "2")]
+    cand = {"s": SliceResult("s", items, ["ba", "3"], [True, False])}
+    base = {"s": SliceResult("s", items, ["xx", "2"], [False, True])}
+    r = route(cand, base, lambda it: it.task == "rev")
+    assert r["s"].correct == [True, True] and r["s"].outputs == ["ba", "2"]
+    with pytest.raises(TypeError, match="use_candidate"):
+        route(cand, base, "rev")
+    with pytest.raises(ValueError, match="different slices"):
+        route(cand, {}, lambda it: True)
+
+
+def test_greedy_correct_agrees_with_score():
+    from ftlab.gate import greedy_correct, score_items
+    torch.manual_seed(0)
+    model = ftlab.load("base")
+    items = [it for t in ("add", "rev", "pick", "refuse", "fact", "rot") for it in ftlab.get_task(t).items(6, seed=1)]
+    fast = greedy_correct(model, items)
+    ref = [c for t in ("add", "rev", "pick", "refuse", "fact", "rot")
+           for c in ftlab.score(model, t, items=[it for it in items if it.task == t]).correct]
+    assert fast == ref and score_items(model, items).correct == ref
+    with pytest.raises(ValueError, match="empty"):
+        greedy_correct(model, [])
+    with pytest.raises(TypeError, match="ftlab.Item"):
+        greedy_correct(model, ["rev ab"])
+    with pytest.raises(TypeError, match="ftlab.Item"):
+        score_items(model, ["rev ab"])

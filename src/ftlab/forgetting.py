@@ -24,10 +24,43 @@ import torch.nn.functional as F
 from .chat import Example, format_prompt, sft_tensors
 from .generation import generate, sequence_logprob
 from .seeds import shift
-from .tasks import PRETRAIN_TASKS, get_task
+from .tasks import LETTERS, PRETRAIN_TASKS, Item, Task, get_task
 
-__all__ = ["general_examples", "mix_replay", "fisher_diagonal", "ewc_penalty", "EWC", "KLToBase",
+__all__ = ["SECOND_LETTER", "at_matched", "general_examples", "mix_replay", "fisher_diagonal", "ewc_penalty", "EWC", "KLToBase",
            "check_ewc_penalty"]
+
+
+# --- this chapter's new task ----------------------------------------------------------------
+def _second_letter(rng) -> Item:
+    word = "".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 7)))
+    return Item("second", f"second {word}", word[1])
+
+
+# A skill no checkpoint has seen, simple enough that full fine-tuning learns it in about
+# 50 steps: short runs, so one page can afford eight of them.
+SECOND_LETTER = Task("second", "the second letter of a word (held out; chapter 07)", _second_letter, False,
+                     max_answer_len=2)
+
+
+def at_matched(new: Sequence[float], old: Sequence[float], level: float) -> float | None:
+    """``old`` where ``new`` first reaches ``level``, linearly interpolated between evaluations.
+
+    ``new`` and ``old`` are one run's evaluations in step order (new-task accuracy and
+    old-task retention). ``None`` when the run never reaches ``level``. Comparing runs
+    here, rather than at the same step, compares them at equal learning.
+    """
+    new, old = [float(v) for v in new], [float(v) for v in old]
+    if len(new) != len(old) or not new:
+        raise ValueError(f"new and old must be non-empty and the same length, got {len(new)} and {len(old)}")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 <= level <= 1:
+        raise ValueError(f"level must be in [0, 1], got {level!r}")
+    for i, v in enumerate(new):
+        if v >= level:
+            if i == 0:
+                return old[0]
+            w = (level - new[i - 1]) / (v - new[i - 1])
+            return old[i - 1] + w * (old[i] - old[i - 1])
+    return None
 
 
 def _check_model(model) -> None:

@@ -20,28 +20,28 @@ from statistics import NormalDist
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
-from .evaluate import paired_bootstrap, score
+from .chat import format_prompt
+from .evaluate import TaskResult, paired_bootstrap
+from .generation import generate
 from .seeds import shift
 from .tasks import PRETRAIN_TASKS, Item, Task, get_task
+from .tokenizer import EOS_ID, MAX_LEN, encode, pad_batch
 
-__all__ = ["SliceResult", "make_slices", "evaluate_slices", "GateRule", "GateVerdict", "release_gate",
-           "items_needed", "simulated_judge", "BestCheckpoint", "check_gate_rule"]
+__all__ = ["SliceResult", "route", "score_items", "greedy_correct", "make_slices", "evaluate_slices", "GateRule", "GateVerdict", "release_gate",
+           "items_needed", "simulated_judge", "check_judge_errors", "BestCheckpoint", "check_gate_rule"]
 
 OFF_TASKS = tuple(t for t in PRETRAIN_TASKS if t != "refuse")
 
 
-@dataclass
-class SliceResult:
-    """One slice scored item by item."""
-    name: str
-    items: list[Item]
-    outputs: list[str]
-    correct: list[bool]
+class SliceResult(TaskResult):
+    """One slice scored item by item: a ``TaskResult`` whose ``task`` is the slice's name
+    and whose items may come from several tasks."""
 
     @property
-    def accuracy(self) -> float:
-        return float(np.mean(self.correct))
+    def name(self) -> str:
+        return self.task
 
     def by_task(self) -> dict[str, float]:
         out: dict[str, list[bool]] = {}
@@ -51,6 +51,92 @@ class SliceResult:
 
     def __repr__(self):
         return f"SliceResult({self.name!r}, accuracy={self.accuracy:.3f}, n={len(self.correct)})"
+
+
+def score_items(model, items: Sequence[Item], extra_tasks: Sequence[Task] = ()) -> TaskResult:
+    """Greedy per-item scores of items from any mix of tasks, in one batched ``generate`` call.
+
+    Each output is cut to its task's ``max_answer_len + 1`` characters, so every item
+    gets exactly the verdict ``ftlab.score`` would give it, at the cost of one call
+    per group of tasks with similar answer lengths instead of one per task. ``extra_tasks`` are chapter-defined ``Task`` objects.
+    """
+    items = list(items)
+    if not items:
+        raise ValueError("items is empty")
+    custom = {t.name: t for t in extra_tasks}
+    for t in extra_tasks:
+        if not isinstance(t, Task):
+            raise TypeError(f"extra_tasks must hold ftlab.Task objects, got {type(t).__name__}")
+    tasks = {}
+    for it in items:
+        if not isinstance(it, Item):
+            raise TypeError(f"expected ftlab.Item, got {type(it).__name__}: {it!r}")
+        if it.task not in tasks:
+            tasks[it.task] = custom[it.task] if it.task in custom else get_task(it.task)
+    prompts = [format_prompt(it.prompt) for it in items]
+    lens = {n: t.max_answer_len + 1 for n, t in tasks.items()}
+    # Tasks with similar answer lengths share a call: one long answer would make every
+    # row of its batch decode that many steps.
+    buckets: list[list[str]] = []
+    for n in sorted(lens, key=lens.get):
+        if buckets and lens[n] <= 2 * lens[buckets[-1][0]]:
+            buckets[-1].append(n)
+        else:
+            buckets.append([n])
+    outs = [""] * len(items)
+    for group in buckets:
+        idx = [i for i, it in enumerate(items) if it.task in group]
+        new = max(lens[n] for n in group)
+        if max(len(prompts[i]) for i in idx) + new > MAX_LEN:
+            raise ValueError(f"prompts of {group} are too long for {new} new tokens (MAX_LEN={MAX_LEN})")
+        for i, g in zip(idx, generate(model, [prompts[i] for i in idx], max_new_tokens=new)):
+            outs[i] = g.text
+    outs = [o[:lens[it.task]] for o, it in zip(outs, items)]
+    correct = [bool(tasks[it.task].verify(it, o)) for it, o in zip(items, outs)]
+    names = sorted(tasks)
+    return TaskResult(names[0] if len(names) == 1 else "+".join(names), items, outs, correct)
+
+
+@torch.no_grad()
+def greedy_correct(model, items: Sequence[Item], extra_tasks: Sequence[Task] = ()) -> list[bool]:
+    """Would greedy decoding answer each item right? The verdicts of ``score``, without a decode loop.
+
+    For an exact-match task, greedy decoding returns the reference answer exactly when,
+    fed the prompt and the answer so far, the model's argmax is the answer's next
+    character at every position and then EOS. That is one batched forward pass, instead
+    of one pass per generated token. Tasks with their own verifier (``pick``,
+    ``add_steps``, ...) are decoded as usual by ``score_items``.
+    """
+    items = list(items)
+    if not items:
+        raise ValueError("items is empty")
+    custom = {t.name: t for t in extra_tasks}
+    tasks = {it.task: custom.get(it.task) or get_task(it.task) for it in items if isinstance(it, Item)}
+    if len(tasks) == 0 or any(not isinstance(it, Item) for it in items):
+        bad = next(it for it in items if not isinstance(it, Item))
+        raise TypeError(f"expected ftlab.Item, got {type(bad).__name__}: {bad!r}")
+    out: list[bool] = [False] * len(items)
+    exact = [i for i, it in enumerate(items) if tasks[it.task].verifier is None]
+    other = [i for i, it in enumerate(items) if tasks[it.task].verifier is not None]
+    if exact:
+        prompts = [encode(format_prompt(items[i].prompt)) for i in exact]
+        answers = [encode(items[i].answer) + [EOS_ID] for i in exact]
+        order = sorted(range(len(exact)), key=lambda k: len(prompts[k]) + len(answers[k]))
+        was_training = model.training
+        model.eval()
+        for lo in range(0, len(order), 64):  # similar lengths share a batch: little padding
+            chunk = order[lo:lo + 64]
+            ids, _ = pad_batch([prompts[k] + answers[k] for k in chunk], side="right")
+            pred = model(ids.to(model.device)).argmax(-1).cpu()  # (B, T): the greedy next token everywhere
+            for row, k in enumerate(chunk):
+                start = len(prompts[k]) - 1  # the position that predicts the answer's first token
+                out[exact[k]] = pred[row, start:start + len(answers[k])].tolist() == answers[k]
+        model.train(was_training)
+    if other:
+        res = score_items(model, [items[i] for i in other], extra_tasks)
+        for i, c in zip(other, res.correct):
+            out[i] = c
+    return out
 
 
 def _take(task: str, n: int, seed: int) -> list[Item]:
@@ -85,27 +171,22 @@ def make_slices(target: str | Task, n_target: int = 200, n_off_per_task: int = 2
 
 
 def evaluate_slices(model, slices: dict[str, Sequence[Item]], extra_tasks: Sequence[Task] = ()) -> dict[str, SliceResult]:
-    """Greedy per-item scores of ``model`` on every slice; one batched ``score`` call per task.
+    """Greedy per-item scores of ``model`` on every slice, all slices in one batched call.
 
     ``extra_tasks`` are chapter-defined ``Task`` objects whose items appear in the slices.
     """
     if not isinstance(slices, dict) or not slices:
         raise ValueError("slices must be a non-empty dict name -> list of Items (see make_slices)")
-    custom = {t.name: t for t in extra_tasks}
-    by_task: dict[str, list[Item]] = {}
+    unique: dict[tuple[str, str], Item] = {}
     for name, items in slices.items():
-        if not items:
-            raise ValueError(f"slice {name!r} is empty")
+        if isinstance(items, (str, Item)) or not items:
+            raise ValueError(f"slice {name!r} must be a non-empty list of Items")
         for it in items:
             if not isinstance(it, Item):
                 raise TypeError(f"slice {name!r} holds a {type(it).__name__}, expected ftlab.Item")
-            by_task.setdefault(it.task, [])
-            if it not in by_task[it.task]:
-                by_task[it.task].append(it)
-    answers = {}
-    for task, items in by_task.items():
-        res = score(model, custom.get(task, task), items=items)
-        answers.update({(task, it.prompt): (o, c) for it, o, c in zip(items, res.outputs, res.correct)})
+            unique.setdefault((it.task, it.prompt), it)
+    res = score_items(model, list(unique.values()), extra_tasks)
+    answers = {(it.task, it.prompt): (o, c) for it, o, c in zip(res.items, res.outputs, res.correct)}
     out = {}
     for name, items in slices.items():
         got = [answers[(it.task, it.prompt)] for it in items]
@@ -172,6 +253,25 @@ def release_gate(candidate: dict[str, SliceResult], base: dict[str, SliceResult]
     statuses = [s for s, _ in checks.values()]
     decision = "reject" if "fail" in statuses else "undecided" if "undecided" in statuses else "ship"
     return GateVerdict(decision, reasons or ["every slice passes"], checks)
+
+
+def route(candidate: dict[str, SliceResult], base: dict[str, SliceResult],
+          use_candidate: Callable[[Item], bool]) -> dict[str, SliceResult]:
+    """The per-item results of a routed system: items where ``use_candidate(item)`` is true are
+    answered by the candidate, the rest by the base (general traffic bypasses the fine-tune)."""
+    if not callable(use_candidate):
+        raise TypeError(f"use_candidate must be a function Item -> bool, got {type(use_candidate).__name__}")
+    if set(candidate) != set(base):
+        raise ValueError(f"candidate and base have different slices: {sorted(candidate)} vs {sorted(base)}")
+    out = {}
+    for name, c in candidate.items():
+        b = base[name]
+        if [(it.task, it.prompt) for it in c.items] != [(it.task, it.prompt) for it in b.items]:
+            raise ValueError(f"slice {name!r}: candidate and base were scored on different items")
+        pick = [bool(use_candidate(it)) for it in c.items]
+        out[name] = SliceResult(name, list(c.items), [x if p else y for p, x, y in zip(pick, c.outputs, b.outputs)],
+                                [x if p else y for p, x, y in zip(pick, c.correct, b.correct)])
+    return out
 
 
 def items_needed(half_width: float, sd_per_item: float, level: float = 0.95) -> int:
@@ -246,3 +346,17 @@ def check_gate_rule(fn) -> None:
         assert got == want, (f"mean diff {diffs.mean():+.3f} on n={len(diffs)} with tolerance 0.05: "
                              f"expected {want!r}, got {got!r}")
     print("✓ off-task rule: passes a clear hold, fails a clear drop, abstains when the CI straddles −tolerance")
+
+
+def check_judge_errors(fn) -> None:
+    """Check ``fn(truly_ok, kept) -> (false_accepts, false_rejects)`` on a known case."""
+    if not callable(fn):
+        raise TypeError(f"pass your function itself, got {type(fn).__name__}")
+    truly_ok = [True, True, False, False, True, False]
+    kept = [True, False, True, False, True, True]
+    got = tuple(fn(truly_ok, kept))
+    assert got == (2, 1), f"expected (false accepts, false rejects) = (2, 1), got {got}"
+    kept2 = simulated_judge([False] * 1000 + [True] * 1000, false_accept=0.2, false_reject=0.1, seed=0)
+    fa, fr = fn([False] * 1000 + [True] * 1000, kept2)
+    assert 150 < fa < 250 and 60 < fr < 140, f"on a judge with 20 % / 10 % error rates got {fa}, {fr}"
+    print(f"✓ judge errors counted: {fa} of 1000 bad labels kept, {fr} of 1000 good ones dropped")
