@@ -90,6 +90,41 @@ def test_train_dpo_moves_the_margin():
     assert hist.loss[-1] < hist.loss[0] and hist.margin[-1] > 0
 
 
+def test_dpop_by_hand_and_equal_to_dpo_when_chosen_rises():
+    # chosen log-ratio −2 − (−1) = −1, rejected −6 − (−4) = −2, h = 1; penalty λ·max(0, 1) = 5
+    # loss = −log σ(0.5·(1 − 5)) = log(1 + e^2)
+    loss, cr, rr = align.dpo_loss(t([-2.0]), t([-6.0]), t([-1.0]), t([-4.0]), beta=0.5, loss_type="dpop",
+                                  dpop_lambda=5.0)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(2)), abs=1e-6)
+    assert cr.item() == pytest.approx(-0.5) and rr.item() == pytest.approx(-1.0)
+    # when the chosen log-ratio is >= 0 the penalty is zero and DPOP is DPO
+    args = (t([-1.0, -2.0]), t([-5.0, -3.0]), t([-2.0, -2.0]), t([-4.0, -4.0]))
+    dpop, _, _ = align.dpo_loss(*args, beta=0.1, loss_type="dpop", dpop_lambda=50.0)
+    dpo, _, _ = align.dpo_loss(*args, beta=0.1)
+    assert dpop.item() == pytest.approx(dpo.item(), abs=1e-7)
+
+
+def _tiny_dpo(**kw):
+    torch.manual_seed(0)
+    policy = ftlab.TinyGPT(ftlab.GPTConfig(n_layer=1, d_model=32))
+    ref = align._ref_copy(policy)
+    # near-miss pairs, one character apart: the setting where DPO can lower log π(chosen)
+    pairs = [PreferencePair(f"rev {w}", w[::-1], w[::-1][:-1] + "z") for w in ["abc", "xyw", "kelo", "mira"]]
+    hist = align.train_dpo(policy, ref, pairs, steps=30, lr=3e-3, beta=0.1, batch_size=4, seed=0, **kw)
+    with torch.no_grad():
+        c, _ = align.pair_logps(policy, pairs)
+        c_ref, _ = align.pair_logps(ref, pairs)
+    return hist, (c - c_ref).mean().item()
+
+
+def test_dpop_and_rpo_keep_the_chosen_answers_up():
+    _, plain = _tiny_dpo()
+    _, dpop = _tiny_dpo(loss_type="dpop", dpop_lambda=20.0)
+    _, rpo = _tiny_dpo(rpo_alpha=1.0)
+    assert dpop > plain and rpo > plain, (plain, dpop, rpo)
+    assert rpo > 0, rpo   # the SFT term raises the chosen answers outright
+
+
 # --- RLHF pieces ----------------------------------------------------------------------
 def test_kl_penalized_rewards_by_hand():
     logp = t([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]])
@@ -211,6 +246,10 @@ def test_checkers_pass_the_reference_and_fail_wrong_code():
     (lambda: align.judge_pairs("judge", []), TypeError, "BiasedJudge"),
     (lambda: align.reward_accuracy(None, []), ValueError, "pairs is empty"),
     (lambda: align.train_dpo(None, None, [("p", "a", "b")]), TypeError, "PreferencePair"),
+    (lambda: align.dpo_loss(t([1.0]), t([1.0]), t([1.0]), t([1.0]), loss_type="dpop", dpop_lambda=-1.0),
+     ValueError, "dpop_lambda"),
+    (lambda: align.train_dpo(None, None, [PreferencePair("p", "a", "b")], rpo_alpha=-0.5), ValueError, "rpo_alpha"),
+    (lambda: align.train_dpo(None, None, [PreferencePair("p", "a", "b")], loss_type="kto"), ValueError, "loss_type"),
     (lambda: align.rollout_tensors(["a"], ["b", "c"]), ValueError, "one completion per prompt"),
 ])
 def test_bad_input_is_named(call, err, match):

@@ -192,14 +192,16 @@ def reward_accuracy(rm: RewardModel, pairs: Sequence[PreferencePair], template: 
 # --- DPO and IPO --------------------------------------------------------------------
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
              ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.1,
-             loss_type: str = "sigmoid"):
+             loss_type: str = "sigmoid", dpop_lambda: float = 5.0):
     """The DPO loss (Rafailov et al. 2023, eq. 7), averaged over pairs.
 
     Inputs are log π(y|x) summed over completion tokens, one per pair. Returns
     ``(loss, chosen_rewards, rejected_rewards)`` with rewards β·(log π − log π_ref), the
     implicit rewards TRL logs (detached). ``loss_type="ipo"`` gives IPO's squared loss
     (Azar et al. 2023, eq. 17), (h − 1/(2β))², where h is the same log-ratio difference;
-    see ``ipo_loss`` for the length-averaged inputs TRL feeds it.
+    see ``ipo_loss`` for the length-averaged inputs TRL feeds it. ``loss_type="dpop"`` is
+    DPO-Positive (Pal et al. 2024, eq. 3): −log σ(β·(h − λ·max(0, log π_ref(y_w) − log π(y_w)))),
+    which charges the policy whenever the chosen answer's log-prob falls below the reference's.
     """
     for name, t in (("policy_chosen_logps", policy_chosen_logps), ("policy_rejected_logps", policy_rejected_logps),
                     ("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)):
@@ -209,13 +211,16 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     _same_shape(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
                 ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
     beta = _positive(beta, "beta")
-    if loss_type not in ("sigmoid", "ipo"):
-        raise ValueError(f"loss_type must be 'sigmoid' (DPO) or 'ipo', got {loss_type!r}")
+    if loss_type not in ("sigmoid", "ipo", "dpop"):
+        raise ValueError(f"loss_type must be 'sigmoid' (DPO), 'ipo' or 'dpop', got {loss_type!r}")
+    dpop_lambda = _nonneg(dpop_lambda, "dpop_lambda")
     chosen_logratio = policy_chosen_logps - ref_chosen_logps       # log π/π_ref of y_w
     rejected_logratio = policy_rejected_logps - ref_rejected_logps  # log π/π_ref of y_l
     h = chosen_logratio - rejected_logratio
     if loss_type == "sigmoid":
         losses = -F.logsigmoid(beta * h)
+    elif loss_type == "dpop":
+        losses = -F.logsigmoid(beta * (h - dpop_lambda * (-chosen_logratio).clamp(min=0)))
     else:
         losses = (h - 1.0 / (2.0 * beta)) ** 2
     return losses.mean(), (beta * chosen_logratio).detach(), (beta * rejected_logratio).detach()
@@ -249,15 +254,22 @@ class DPOHistory:
     rejected_logp: list[float] = field(default_factory=list)
 
 
-def train_dpo(policy, ref, pairs: Sequence[PreferencePair], steps: int = 100, lr: float = 1e-3, beta: float = 0.1,
-              batch_size: int = 32, loss_type: str = "sigmoid", seed: int = 0, template: str = "chat") -> DPOHistory:
-    """Train ``policy`` in place on preference pairs with DPO (or IPO); ``ref`` stays frozen.
+def train_dpo(policy, ref, pairs: Sequence[PreferencePair], steps: int = 100, lr: float = 1e-4, beta: float = 0.1,
+              batch_size: int = 32, loss_type: str = "sigmoid", dpop_lambda: float = 5.0, rpo_alpha: float = 0.0,
+              seed: int = 0, template: str = "chat") -> DPOHistory:
+    """Train ``policy`` in place on preference pairs with DPO (or IPO, DPOP); ``ref`` stays frozen.
 
     The reference log-probs are computed once, up front: the reference model never
-    changes, which is why DPO needs it only as a table of numbers.
+    changes, which is why DPO needs it only as a table of numbers. ``rpo_alpha > 0`` adds
+    that weight times the chosen answers' per-token negative log-likelihood (an SFT term,
+    as in Pang et al. 2024 and TRL's ``rpo_alpha``).
     """
     pairs, steps, batch_size = _pairs(pairs), _posint(steps, "steps"), _posint(batch_size, "batch_size")
     _positive(lr, "lr"), _positive(beta, "beta")
+    rpo_alpha = _nonneg(rpo_alpha, "rpo_alpha")
+    if loss_type not in ("sigmoid", "ipo", "dpop"):
+        raise ValueError(f"loss_type must be 'sigmoid' (DPO), 'ipo' or 'dpop', got {loss_type!r}")
+    n_chosen = torch.tensor([len(p.chosen) + 1.0 for p in pairs])   # completion tokens incl. EOS
     average = loss_type == "ipo"
     with torch.no_grad():
         ref_c, ref_r = pair_logps(ref, pairs, average, template)
@@ -268,7 +280,10 @@ def train_dpo(policy, ref, pairs: Sequence[PreferencePair], steps: int = 100, lr
     for _ in progress(range(steps), desc="dpo"):
         idx = torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=gen)
         pc, pr = pair_logps(policy, [pairs[i] for i in idx.tolist()], average, template)
-        loss, cr, rr = dpo_loss(pc, pr, ref_c[idx], ref_r[idx], beta, loss_type)
+        loss, cr, rr = dpo_loss(pc, pr, ref_c[idx], ref_r[idx], beta, loss_type, dpop_lambda)
+        if rpo_alpha > 0:
+            per_token = pc if average else pc / n_chosen[idx].to(pc.device)
+            loss = loss - rpo_alpha * per_token.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
