@@ -70,8 +70,10 @@ def test_generalized_jsd_limits_and_symmetry():
     s, t = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
     assert float(generalized_jsd(s, t, beta=0.0)) == pytest.approx(float(kd_loss(s, t, T=1.0)), rel=1e-5)
     assert float(generalized_jsd(s, t, beta=1.0)) == pytest.approx(float(reverse_kl(s, t)), rel=1e-5)
-    # Near the ends it approaches the two KLs; beta=0.5 is the symmetric JSD, bounded by log 2.
-    assert float(generalized_jsd(s, t, beta=1e-6)) == pytest.approx(float(kd_loss(s, t, T=1.0)), rel=1e-3)
+    # Near the ends, divided by beta (or 1 - beta), it approaches the two KLs (GKD's limits);
+    # beta=0.5 is the symmetric JSD, bounded by log 2.
+    assert float(generalized_jsd(s, t, beta=1e-4)) / 1e-4 == pytest.approx(float(kd_loss(s, t, T=1.0)), rel=1e-2)
+    assert float(generalized_jsd(s, t, beta=1 - 1e-4)) / 1e-4 == pytest.approx(float(reverse_kl(s, t)), rel=1e-2)
     mid = float(generalized_jsd(s, t, beta=0.5))
     assert mid == pytest.approx(float(generalized_jsd(t, s, beta=0.5)), rel=1e-5)
     assert 0 < mid <= math.log(2)
@@ -80,6 +82,11 @@ def test_generalized_jsd_limits_and_symmetry():
     m = 0.5 * (p + q)
     want = 0.5 * kl(q, m) + 0.5 * kl(p, m)
     got = generalized_jsd(torch.tensor(q[None]).log(), torch.tensor(p[None]).log(), beta=0.5)
+    assert float(got) == pytest.approx(want, abs=1e-6)
+    # and at an asymmetric beta, where the weights' order matters: teacher p, student q
+    m = 0.2 * p + 0.8 * q
+    want = 0.2 * kl(p, m) + 0.8 * kl(q, m)
+    got = generalized_jsd(torch.tensor(q[None]).log(), torch.tensor(p[None]).log(), beta=0.2)
     assert float(got) == pytest.approx(want, abs=1e-6)
 
 

@@ -119,10 +119,13 @@ def reverse_kl(student_logits: Tensor, teacher_logits: Tensor, T: float = 1.0, m
 
 def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float = 0.5, T: float = 1.0,
                     mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
-    """GKD's generalized Jensen-Shannon divergence, TRL's convention for ``beta``.
+    """GKD's generalized Jensen-Shannon divergence (Agarwal et al. 2024, eq. 1), as TRL's
+    ``GKDTrainer.generalized_jsd_loss`` computes it.
 
-    M = beta·p_teacher + (1 − beta)·p_student;  JSD = beta·KL(p_student ‖ M) + (1 − beta)·KL(p_teacher ‖ M).
-    ``beta=0`` gives the forward KL(teacher ‖ student), ``beta=1`` the reverse KL(student ‖ teacher).
+    M = beta·p_teacher + (1 − beta)·p_student;  JSD = beta·KL(p_teacher ‖ M) + (1 − beta)·KL(p_student ‖ M).
+    As beta → 0, JSD/beta → the forward KL(teacher ‖ student), and (1 − beta) → 0 gives the
+    reverse KL(student ‖ teacher) likewise; like TRL, ``beta=0`` and ``beta=1`` return those
+    two KLs themselves (the mixture formula would give 0 there).
     """
     T = _check_temperature(T)
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
@@ -139,7 +142,7 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float 
         log_m = torch.logsumexp(torch.stack([log_pt + math.log(beta), log_ps + math.log(1 - beta)]), dim=0)
         kl_s = (log_ps.exp() * (log_ps - log_m)).sum(-1)
         kl_t = (log_pt.exp() * (log_pt - log_m)).sum(-1)
-        jsd = beta * kl_s + (1 - beta) * kl_t
+        jsd = beta * kl_t + (1 - beta) * kl_s
     return T * T * _reduce(jsd, m, reduction, student_logits.shape[:-1])
 
 
