@@ -29,12 +29,11 @@ import torch.nn.functional as F
 
 from .chat import format_prompt
 from .feedback import PreferencePair
-from .generation import generate, sequence_logprob
+from .generation import completion_batch, generate, sequence_logprob
 from .model import TinyGPT
 from .progress import progress
 from .seeds import shift
 from .tasks import Item, Task, get_task
-from .tokenizer import EOS, MAX_LEN, encode, pad_batch
 
 __all__ = ["PreferencePair", "bradley_terry_loss", "RewardModel", "train_reward_model", "reward_accuracy",
            "dpo_loss", "ipo_loss", "pair_logps", "train_dpo", "DPOHistory", "optimal_policy", "dpo_bandit",
@@ -95,20 +94,7 @@ def _join(prompts: Sequence[str], completions: Sequence[str], finished: Sequence
     finished = [True] * len(prompts) if finished is None else list(finished)
     if len(finished) != len(prompts):
         raise ValueError(f"finished has {len(finished)} entries for {len(prompts)} prompts")
-    rows, cm = [], []
-    for p, c, f in zip(prompts, completions, finished):
-        if not isinstance(p, str) or not isinstance(c, str):
-            raise TypeError(f"prompt and completion must be str, got {type(p).__name__} and {type(c).__name__}")
-        pi, ci = encode(p), encode(c + (EOS if f else ""))
-        if not ci:
-            raise ValueError(f"empty unfinished completion for prompt {p!r}")
-        if len(pi) + len(ci) > MAX_LEN:
-            raise ValueError(f"prompt + completion of length {len(pi) + len(ci)} exceeds MAX_LEN={MAX_LEN}")
-        rows.append(pi + ci)
-        cm.append([0] * len(pi) + [1] * len(ci))
-    ids, attn = pad_batch(rows, side="right")
-    cmask, _ = pad_batch(cm, side="right", pad_id=0)
-    return ids, attn, cmask
+    return completion_batch(prompts, completions, finished)
 
 
 class RewardModel(nn.Module):

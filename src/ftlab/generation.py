@@ -114,6 +114,25 @@ def _generate_batch(model, prompts, max_new_tokens, temperature, gen):
     return results
 
 
+def completion_batch(prompts: Sequence[str], completions: Sequence[str], add_eos: Sequence[bool]):
+    """Right-padded ``(ids, attention_mask, completion_mask)`` of prompt + completion, with
+    EOS appended to the completions whose ``add_eos`` entry is true. (B, T) each."""
+    rows, comp_mask = [], []
+    for p, c, e in zip(prompts, completions, add_eos):
+        if not isinstance(p, str) or not isinstance(c, str):
+            raise TypeError(f"prompt and completion must be str, got {type(p).__name__} and {type(c).__name__}")
+        pi, ci = encode(p), encode(c + (EOS if e else ""))
+        if not ci:
+            raise ValueError(f"empty completion, and no EOS to score, for prompt {p!r}")
+        if len(pi) + len(ci) > MAX_LEN:
+            raise ValueError(f"prompt + completion of length {len(pi) + len(ci)} exceeds MAX_LEN={MAX_LEN}")
+        rows.append(pi + ci)
+        comp_mask.append([0] * len(pi) + [1] * len(ci))
+    ids, attn = pad_batch(rows, side="right")
+    cmask, _ = pad_batch(comp_mask, side="right", pad_id=0)
+    return ids, attn, cmask
+
+
 def sequence_logprob(model, prompts: Sequence[str], completions: Sequence[str], add_eos: bool = True,
                      reduction: str = "sum") -> torch.Tensor:
     """log p(completion | prompt) for each pair, batched; differentiable.
@@ -129,19 +148,7 @@ def sequence_logprob(model, prompts: Sequence[str], completions: Sequence[str], 
                          f"{'a str' if isinstance(completions, str) else len(completions)} completions")
     if reduction not in ("sum", "mean", "none"):
         raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
-    rows, comp_mask = [], []
-    for p, c in zip(prompts, completions):
-        if not isinstance(c, str):
-            raise TypeError(f"completion must be a str, got {type(c).__name__}")
-        pi, ci = encode(p), encode(c + (EOS if add_eos else ""))
-        if not ci:
-            raise ValueError(f"empty completion for prompt {p!r} (and add_eos=False)")
-        if len(pi) + len(ci) > MAX_LEN:
-            raise ValueError(f"prompt + completion of length {len(pi) + len(ci)} exceeds MAX_LEN={MAX_LEN}")
-        rows.append(pi + ci)
-        comp_mask.append([0] * len(pi) + [1] * len(ci))
-    ids, attn = pad_batch(rows, side="right")
-    cmask, _ = pad_batch(comp_mask, side="right", pad_id=0)
+    ids, attn, cmask = completion_batch(prompts, completions, [add_eos] * len(prompts))
     ids, attn, cmask = ids.to(model.device), attn.to(model.device), cmask.to(model.device)
     logits = model(ids, attention_mask=attn)
     logp = F.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
