@@ -85,6 +85,25 @@ def test_seed_offset_shifts_every_seed(monkeypatch):
         shift(1)
 
 
+def test_threads_come_from_one_setting(monkeypatch):
+    import torch
+    from ftlab.seeds import DEFAULT_THREADS
+    n = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("FTLAB_THREADS", raising=False)
+        ftlab.seed_everything(0)
+        assert torch.get_num_threads() == DEFAULT_THREADS
+        monkeypatch.setenv("FTLAB_THREADS", "2")
+        ftlab.seed_everything(0)
+        assert torch.get_num_threads() == 2
+        for bad in ("0", "two"):
+            monkeypatch.setenv("FTLAB_THREADS", bad)
+            with pytest.raises(ValueError, match=repr(bad)):
+                ftlab.seed_everything(0)
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_show_renders_ftlab_source_only(capsys):
     ftlab.show(ftlab.pass_at_k)
     assert "def pass_at_k" in capsys.readouterr().out
