@@ -81,8 +81,9 @@ def decide(failure: str, labelled_examples: int = 0, requests_per_day: float = 0
     if failure == "knowledge":
         why = {"daily": "the facts change daily, faster than any retraining loop",
                "monthly": "the facts change monthly, and each change would mean a re-tune",
-               "static": "even static facts fine-tuned in are recalled only in the trained phrasing, "
-                         "not reversed, and they overwrite old facts"}[freshness]
+               "static": "even static facts are unreliable in the weights: without many "
+                         "paraphrases recall is brittle, reversed questions fail, and "
+                         "aggressive runs overwrite old facts"}[freshness]
         return Recommendation("rag", f"put the facts in the context: {why}; retrieval also gives citations")
     if failure == "behaviour":
         if n < MIN_EXAMPLES:
@@ -294,8 +295,8 @@ def draw_tree(ax=None):
     leaf(0.8, 3.3, decide("unmeasured"))
     leaf(2.75, 3.3, decide("instructions"))
     leaf(4.7, 3.3, decide("knowledge", freshness="daily"))
-    ax.text(4.7, 2.55, "even static facts:\nfine-tuned ones don't\nreverse, and erase\nold ones", ha="center",
-            va="top", fontsize=7, color="#333333")
+    ax.text(4.7, 2.55, "even static facts:\ntuned-in recall is\nbrittle, not reversed,\ncan erase old ones",
+            ha="center", va="top", fontsize=7, color="#333333")
     box(6.75, 3.3, f"≥ {MIN_EXAMPLES} labelled\nexamples?")
     leaf(6.15, 1.5, decide("behaviour", labelled_examples=MIN_EXAMPLES))
     leaf(7.45, 0.6, decide("behaviour", labelled_examples=0))
