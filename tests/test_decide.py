@@ -6,7 +6,7 @@ import pytest
 
 import ftlab
 from ftlab.decide import (ACTIONS, FAILURES, MIN_EXAMPLES, Recommendation, break_even_requests_per_day,
-                          check_break_even, check_triage, cost_per_request, decide, draw_tree,
+                          check_break_even, check_triage, cost_per_request, decide, draw_tree, plot_break_even,
                           with_retrieved_context, yearly_fixed_usd)
 from ftlab.tokenizer import CONTEXT
 
@@ -48,6 +48,27 @@ def test_break_even_formula():
     assert break_even_requests_per_day(7500, 500, 2.5, 2.5, 50_000) == pytest.approx(be / 2)
     assert break_even_requests_per_day(1000, 1000, 1.0, 2.0, 1_000) == math.inf
     assert break_even_requests_per_day(1000, 100, 1.0, 1.0, 0) == 0
+
+
+def test_prompt_caching_and_serving_raise_the_break_even():
+    plain = break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, 5_000, 4)
+    # 3,500 of the 4,000 tokens are a static prefix billed at half price: the saving per
+    # request is (500 + 3,500 / 2 - 500) tokens instead of 3,500, so the break-even doubles.
+    cached = break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, 5_000, 4, cached_tokens_before=3500)
+    assert cached == pytest.approx(2 * plain)
+    # At Anthropic's 0.1x cache-read price it is 10x.
+    tenth = break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, 5_000, 4, cached_tokens_before=3500,
+                                        cached_price_ratio=0.1)
+    assert tenth == pytest.approx(10 * plain)
+    # Serving a self-hosted model 24/7 is a yearly cost like the re-tunes.
+    served = break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, 5_000, 4, serving_usd_per_year=50_000)
+    assert served == pytest.approx(2 * plain)
+    assert yearly_fixed_usd(30_000, 5_000, 4, serving_usd_per_year=17_520) == 67_520
+
+
+def test_break_even_plot_draws_offline():
+    ax = plot_break_even({"$2.50/M": 2.5}, 500, dict(fine_tune_usd=30_000))
+    assert len(ax.lines) == 2 and ax.get_xscale() == "log"
 
 
 def test_checkers_accept_the_reference_and_reject_wrong_answers():
@@ -111,6 +132,11 @@ def test_retrieved_context_holds_the_fact_among_distractors():
     (lambda: yearly_fixed_usd("30k"), TypeError, "'30k'"),
     (lambda: break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, retunes_per_year=-1),
      ValueError, "retunes_per_year.*-1"),
+    (lambda: break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, cached_tokens_before=5000),
+     ValueError, "cached_tokens_before=5000"),
+    (lambda: break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, cached_price_ratio=2),
+     ValueError, "cached_price_ratio.*2"),
+    (lambda: yearly_fixed_usd(30_000, serving_usd_per_year=-1), ValueError, "serving_usd_per_year.*-1"),
 ])
 def test_bad_input_raises_naming_the_value(call, exc, match):
     with pytest.raises(exc, match=match):

@@ -81,8 +81,9 @@ def decide(failure: str, labelled_examples: int = 0, requests_per_day: float = 0
     if failure == "knowledge":
         why = {"daily": "the facts change daily, faster than any retraining loop",
                "monthly": "the facts change monthly, and each change would mean a re-tune",
-               "static": "even static facts fine-tuned in are recalled only in the trained phrasing, "
-                         "not reversed, and they overwrite old facts"}[freshness]
+               "static": "even static facts are unreliable in the weights: without many "
+                         "paraphrases recall is brittle, reversed questions fail, and "
+                         "aggressive runs overwrite old facts"}[freshness]
         return Recommendation("rag", f"put the facts in the context: {why}; retrieval also gives citations")
     if failure == "behaviour":
         if n < MIN_EXAMPLES:
@@ -94,14 +95,15 @@ def decide(failure: str, labelled_examples: int = 0, requests_per_day: float = 0
     # failure == "cost"
     if volume < break_even_per_day:
         return Recommendation("prompt", f"{volume:,.0f} requests/day is below the break-even of "
-                                        f"{break_even_per_day:,.0f}: trim the prompt, cache it, or try a smaller "
-                                        "model with the same prompt")
+                                        f"{break_even_per_day:,.0f}: turn on prompt caching, trim the prompt, or "
+                                        "try a smaller model with the same prompt")
     if n < MIN_EXAMPLES:
         return Recommendation("collect data", f"the volume pays for a fine-tune, but {n} examples is under "
                                               f"{MIN_EXAMPLES}: log the current model's outputs as labels first")
     return Recommendation("fine-tune", f"{volume:,.0f} requests/day is above the break-even of "
-                                       f"{break_even_per_day:,.0f}: bake the instructions into a smaller tuned "
-                                       "model, with the big one as fallback")
+                                       f"{break_even_per_day:,.0f}: a tuned model that is cheaper per request "
+                                       "(a shorter prompt or a smaller model) pays back; keep the old one "
+                                       "as fallback")
 
 
 # --- retrieval, the toy way -------------------------------------------------------------
@@ -142,29 +144,72 @@ def cost_per_request(tokens: float, usd_per_mtok: float) -> float:
     return _check_number("tokens", tokens) * _check_number("usd_per_mtok", usd_per_mtok) / 1e6
 
 
-def yearly_fixed_usd(fine_tune_usd: float, retune_usd: float = 0.0, retunes_per_year: float = 0.0) -> float:
-    """What owning the fine-tune costs in a year: the first run plus every re-tune at a base upgrade."""
+def yearly_fixed_usd(fine_tune_usd: float, retune_usd: float = 0.0, retunes_per_year: float = 0.0,
+                     serving_usd_per_year: float = 0.0) -> float:
+    """What owning the fine-tune costs in a year: the first run, every re-tune at a base
+    upgrade, and (if you host the tuned model yourself) the GPUs that serve it."""
     return (_check_number("fine_tune_usd", fine_tune_usd)
-            + _check_number("retune_usd", retune_usd) * _check_number("retunes_per_year", retunes_per_year))
+            + _check_number("retune_usd", retune_usd) * _check_number("retunes_per_year", retunes_per_year)
+            + _check_number("serving_usd_per_year", serving_usd_per_year))
+
+
+def _request_usd(tokens: float, usd_per_mtok: float, cached: float, ratio: float, side: str) -> float:
+    tokens = _check_number(f"tokens_{side}", tokens)
+    cached = _check_number(f"cached_tokens_{side}", cached)
+    if cached > tokens:
+        raise ValueError(f"cached_tokens_{side}={cached!r} exceeds tokens_{side}={tokens!r}")
+    return cost_per_request(tokens - cached, usd_per_mtok) + cost_per_request(cached, usd_per_mtok) * ratio
 
 
 def break_even_requests_per_day(tokens_before: float, tokens_after: float, usd_per_mtok_before: float,
                                 usd_per_mtok_after: float, fine_tune_usd: float, retune_usd: float = 0.0,
-                                retunes_per_year: float = 0.0) -> float:
+                                retunes_per_year: float = 0.0, *, cached_tokens_before: float = 0.0,
+                                cached_tokens_after: float = 0.0, cached_price_ratio: float = 0.5,
+                                serving_usd_per_year: float = 0.0) -> float:
     """Requests per day at which a year of per-request savings pays for a year of the fine-tune.
 
-    saving per request = tokens_before · price_before − tokens_after · price_after
+    saving per request = cost_before − cost_after, each tokens × price, where the
+                         ``cached_tokens_*`` of a request (a static prefix the provider has
+                         cached) cost ``cached_price_ratio`` × price
     break-even         = yearly_fixed_usd / (365 · saving per request)
 
-    A tuned model can cost *more* per token (hosted fine-tunes often do); if the saving is
-    zero or negative the fine-tune never pays back and the answer is ``math.inf``.
+    ``cached_price_ratio``: OpenAI bills cached input at 0.5× on GPT-4o and GPT-4o mini
+    (automatic for prompts of 1,024 tokens or more, "Prompt Caching in the API", Oct 2024);
+    Anthropic bills cache reads at 0.1× the input price. A tuned model can cost *more* per
+    token (hosted fine-tunes often do); if the saving is zero or negative the fine-tune
+    never pays back and the answer is ``math.inf``.
     """
-    saving = (cost_per_request(tokens_before, usd_per_mtok_before)
-              - cost_per_request(tokens_after, usd_per_mtok_after))
-    fixed = yearly_fixed_usd(fine_tune_usd, retune_usd, retunes_per_year)
+    ratio = _check_number("cached_price_ratio", cached_price_ratio)
+    if ratio > 1:
+        raise ValueError(f"cached_price_ratio is a fraction of the full price, so at most 1; got {cached_price_ratio!r}")
+    saving = (_request_usd(tokens_before, usd_per_mtok_before, cached_tokens_before, ratio, "before")
+              - _request_usd(tokens_after, usd_per_mtok_after, cached_tokens_after, ratio, "after"))
+    fixed = yearly_fixed_usd(fine_tune_usd, retune_usd, retunes_per_year, serving_usd_per_year)
     if saving <= 0:
         return math.inf
     return fixed / (365 * saving)
+
+
+def plot_break_even(prices: dict, tokens_after: float, own: dict, ax=None, source_line: float = 100_000):
+    """Break-even requests/day against prompt tokens saved, one curve per price (dollars per
+    million tokens, keyed by a label); ``own`` is passed on to ``break_even_requests_per_day``."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.2))
+    saved = np.logspace(2, 4, 60)
+    for label, price in prices.items():
+        ax.plot(saved, [break_even_requests_per_day(s + tokens_after, tokens_after, price, price, **own)
+                        for s in saved], label=label)
+    ax.axhline(source_line, color="#777777", ls="--", lw=1)
+    ax.text(110, source_line * 1.15, f"the source's {source_line:,.0f} requests/day", fontsize=8, color="#555555")
+    fixed = yearly_fixed_usd(own["fine_tune_usd"], own.get("retune_usd", 0), own.get("retunes_per_year", 0),
+                             own.get("serving_usd_per_year", 0))
+    ax.set(xscale="log", yscale="log", xlabel="prompt tokens saved per request",
+           ylabel="break-even requests/day", title=f"break-even, owning the fine-tune for ${fixed:,.0f}/year")
+    ax.legend()
+    return ax
 
 
 # --- exercise checkers -------------------------------------------------------------------
@@ -250,8 +295,8 @@ def draw_tree(ax=None):
     leaf(0.8, 3.3, decide("unmeasured"))
     leaf(2.75, 3.3, decide("instructions"))
     leaf(4.7, 3.3, decide("knowledge", freshness="daily"))
-    ax.text(4.7, 2.55, "even static facts:\nfine-tuned ones don't\nreverse, and erase\nold ones", ha="center",
-            va="top", fontsize=7, color="#333333")
+    ax.text(4.7, 2.55, "even static facts:\ntuned-in recall is\nbrittle, not reversed,\ncan erase old ones",
+            ha="center", va="top", fontsize=7, color="#333333")
     box(6.75, 3.3, f"≥ {MIN_EXAMPLES} labelled\nexamples?")
     leaf(6.15, 1.5, decide("behaviour", labelled_examples=MIN_EXAMPLES))
     leaf(7.45, 0.6, decide("behaviour", labelled_examples=0))

@@ -6,7 +6,8 @@ Pure arithmetic, no torch. Every figure is in bytes, and the tables use GB = 1e9
 What the estimates count, and what they leave out:
 
 - model weights, gradients and optimizer state, per parameter (the ZeRO accounting);
-- activations of the transformer layers (Korthikanti et al. 2022);
+- activations of the transformer layers (Korthikanti et al. 2022's accounting, applied
+  to a Llama block: no dropout, fused attention, SwiGLU; see ``activation_terms``);
 - not counted: the CUDA context and kernels (often 0.5-1 GB), the allocator's
   fragmentation, temporary buffers (for example QLoRA's dequantized weight tile), and the
   logits of the output layer (batch · seq_len · vocab values, often kept in fp32 by the
@@ -240,39 +241,90 @@ def qlora_bytes(n_params: float, n_lora_params: float, n_unquantized: float = 0,
 
 # --- activations ---
 
-def activation_bytes(shape: ModelShape, batch: int, seq_len: int, checkpointing: bool,
-                     bytes_per_value: int = 2, flash_attention: bool = False) -> float:
-    """Activation memory of the transformer layers kept for the backward pass.
+def activation_terms(shape: ModelShape, batch: int, seq_len: int, bytes_per_value: int = 2,
+                     flash_attention: bool = True, dropout: bool = False,
+                     mlp: str = "swiglu") -> dict[str, float]:
+    """Bytes one transformer layer keeps for the backward pass, tensor group by tensor group.
 
-    Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
-    Models"), section 4: one layer stores s·b·h·(34 + 5·a·s/h) bytes with 16-bit values, no
-    tensor or sequence parallelism. Of that, 32·sbh + 4·as²b bytes are 16-bit tensors and
-    2·sbh + as²b are 1-byte dropout masks, which is how ``bytes_per_value`` scales it.
-    The a·s² terms are the softmax output, its dropout and the dropout mask; FlashAttention
-    never materializes the s×s matrix, so ``flash_attention=True`` drops the 5as/h term.
+    The accounting is Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+    Transformer Models"), section 4.1, which lists what a GPT-3 layer stores with 16-bit
+    values and no tensor or sequence parallelism (b batch, s tokens, h hidden, a heads):
 
-    With full checkpointing (their section 5) only each layer's 16-bit input stays,
-    2·sbh bytes per layer, plus one layer's full activations while it is recomputed.
+    - attention: the shared input of Q/K/V (2sbh), Q and K (4sbh), the softmax output
+      (2as²b), its dropout mask (as²b) and dropout output (2as²b), V (2sbh), the input of
+      the output projection (2sbh) and the output dropout mask (sbh): 11sbh + 5as²b;
+    - MLP: the input (2sbh), the GeLU input and output (8sbh each, a 4h MLP) and the
+      dropout mask (sbh): 19sbh;
+    - the two layer norms' inputs: 4sbh.
 
-    Assumptions: the paper's GPT block (4h MLP, GELU, dropout, LayerNorm) stands in for a
-    Llama block (SwiGLU MLP of size d_ff, no dropout, grouped-query attention), so read the
-    result as an estimate within tens of percent, not a measurement. LoRA and QLoRA get the
-    same figure: the frozen layers still need their inputs for the adapter's gradients,
-    and the adapter's own r-wide activations are negligible.
+    Summed: sbh·(34 + 5as/h), the paper's equation 1, which ``mlp="gelu"``,
+    ``dropout=True``, ``flash_attention=False`` reproduces exactly for a 4h MLP.
+
+    A Llama-2 block differs in four ways, and the defaults follow it:
+
+    - no dropout (``attention_dropout: 0.0`` in its config.json, and no other dropout
+      layer), so the masks and the stored dropout outputs go;
+    - attention runs in a fused kernel: transformers uses PyTorch SDPA by default, and
+      FlashAttention (Dao et al. 2022) never stores the s×s matrix, only the output and
+      one fp32 log-sum-exp per query row and head (4·a·s·b bytes);
+    - a SwiGLU MLP of width f = d_ff: down_proj(silu(gate_proj(x)) * up_proj(x)) keeps
+      x (2sbh) and four f-wide tensors (gate, up, silu(gate), the product): 2sbh + 8sbf;
+    - and grouped-query attention stores K and V at n_kv_heads·head_dim wide.
+
+    Not counted: the embeddings, the logits and the loss (see the module docstring); fp32
+    copies that an unfused RMSNorm keeps; LoRA's own r-wide tensors.
     """
     _check_shape(shape)
     b, s = _check_int("batch", batch), _check_int("seq_len", seq_len)
-    _check_bool("checkpointing", checkpointing)
-    _check_bool("flash_attention", flash_attention)
     v = _check_int("bytes_per_value", bytes_per_value)
+    _check_bool("flash_attention", flash_attention)
+    _check_bool("dropout", dropout)
+    if mlp not in ("swiglu", "gelu"):
+        raise ValueError(f"mlp must be 'swiglu' (Llama) or 'gelu' (GPT), got {mlp!r}")
     h, a = shape.d_model, shape.n_heads
+    kv = shape.n_kv_heads * shape.head_dim
     sbh, as2b = s * b * h, a * s * s * b
-    layer = 16 * v * sbh + 2 * sbh  # 16-bit tensors, then the dropout masks (1 byte each)
-    if not flash_attention:
-        layer += 2 * v * as2b + as2b  # softmax output and its dropout, then the dropout mask
+    mask = 1  # a dropout mask takes one byte per value
+    attn = v * s * b * (h + h + kv + kv + h)  # q/k/v input, Q, K, V, o_proj input
+    if flash_attention:
+        # The kernel recomputes the scores in the backward pass (and regenerates any
+        # dropout mask from the RNG state); it keeps one fp32 log-sum-exp per row.
+        scores = 4 * a * s * b
+    else:
+        scores = v * as2b + (dropout * (mask * as2b + v * as2b))
+    if mlp == "swiglu":
+        mlp_bytes = v * sbh + 4 * v * s * b * shape.d_ff
+    else:
+        mlp_bytes = v * sbh + 2 * v * s * b * shape.d_ff
+    masks = dropout * 2 * mask * sbh  # after the attention output and after the MLP
+    return {"attention": float(attn), "scores": float(scores), "mlp": float(mlp_bytes),
+            "norms": float(2 * v * sbh), "dropout_masks": float(masks)}
+
+
+def activation_bytes(shape: ModelShape, batch: int, seq_len: int, checkpointing: bool,
+                     bytes_per_value: int = 2, flash_attention: bool = True,
+                     dropout: bool = False, mlp: str = "swiglu") -> float:
+    """Activation memory of all the transformer layers, kept for the backward pass.
+
+    One layer is ``sum(activation_terms(...).values())``. The defaults describe Llama-2 as
+    transformers trains it (fused attention, no dropout, SwiGLU): about 37.5·sbh per
+    layer for 7B, 10 GB at batch 1 × 2,048 tokens. ``flash_attention=False`` adds the s×s
+    softmax output (eager attention, the worst case), and ``dropout=True, mlp="gelu"`` is
+    Korthikanti et al.'s GPT-3 layer, sbh·(34 + 5as/h).
+
+    With full checkpointing (Korthikanti et al., section 5) only each layer's 16-bit input
+    stays, 2·sbh bytes per layer, plus one layer's activations while it is recomputed.
+
+    LoRA and QLoRA get the same figure: adapters on every linear layer need those layers'
+    inputs for their own gradients.
+    """
+    _check_bool("checkpointing", checkpointing)
+    layer = sum(activation_terms(shape, batch, seq_len, bytes_per_value, flash_attention,
+                                 dropout, mlp).values())
     if not checkpointing:
         return float(shape.n_layers * layer)
-    return float(shape.n_layers * v * sbh + layer)
+    sbh = seq_len * batch * shape.d_model
+    return float(shape.n_layers * bytes_per_value * sbh + layer)
 
 
 # --- compute and cost ---
@@ -308,11 +360,12 @@ def gpu_cost(hours: float, usd_per_hour: float) -> float:
 
 def memory_table(shape: ModelShape, r: int = 16, target_modules: Sequence[str] = LLAMA_MODULES,
                  batch: int = 1, seq_len: int = 2048, checkpointing: bool = True,
-                 flash_attention: bool = False) -> list[dict]:
+                 flash_attention: bool = True) -> list[dict]:
     """One row per method (full FT, LoRA, QLoRA) with its memory in GB (1e9 bytes).
 
-    Checkpointing is on by default, as in the QLoRA recipes. Activations are the same for
-    all three rows (see ``activation_bytes``); nothing is sharded across GPUs.
+    Checkpointing is on by default, as in the QLoRA recipes, and attention is a fused
+    kernel (SDPA/FlashAttention), as transformers runs it by default. Activations are the
+    same for all three rows (see ``activation_bytes``); nothing is sharded across GPUs.
     """
     _check_shape(shape)
     n = shape.n_params
