@@ -115,13 +115,17 @@ def fact_label(docname: str, index: int) -> str:
 
 
 def _claim_of(title: str, body: str) -> str:
-    """The claim as commonly stated: the admonition's title after "Fact check:", or else the
-    first quotation in its body, or else its first sentence."""
-    claim = re.sub(r"^Fact check\s*:?\s*", "", title).strip()
-    if claim:
-        return claim
+    """The claim as commonly stated: the admonition's title after "Fact check:" when it quotes
+    the claim; else the first quotation in its body (after the title's topic, if any); else
+    the title, or the body's first sentence."""
+    topic = re.sub(r"^Fact check\s*:?\s*", "", title).strip()
+    if re.search(r"[\"“]", topic):
+        return topic
     quoted = re.search(r"[\"“]([^\"”]{8,})[\"”]", body)
-    return " ".join(f"\"{quoted.group(1)}\"".split()) if quoted else sentences(body)[0] if body else "?"
+    if quoted:
+        claim = " ".join(f"\"{quoted.group(1)}\"".split())
+        return f"{topic[:1].upper() + topic[1:]}: {claim}" if topic else claim
+    return topic or (sentences(" ".join(body.split()))[0] if body else "?")
 
 
 def parse_chapter(path: Path, docname: str) -> Chapter:
@@ -340,11 +344,18 @@ def cell(text: str) -> str:
     return text.replace("\\|", "|").replace("|", "\\|")
 
 
+def no_currency_math(text: str) -> str:
+    """Escape a $ before a digit ($2.50, $50k) outside code: with dollarmath on, two prices in
+    one paragraph or table row would otherwise render as a formula."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(p if p.startswith("`") else re.sub(r"(?<!\\)\$(?=\d)", r"\\$", p) for p in parts)
+
+
 def plain(text: str) -> str:
     """MyST inline markup to plain text (roles lose their target, emphasis its stars)."""
     text = re.sub(r"\{[\w:-]+\}`([^`<]*?)\s*(?:<[^`>]*>)?`", r"\1", text)
     text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
-    return text
+    return text.replace("\\$", "$")
 
 
 def to_html(text: str) -> str:
@@ -478,7 +489,8 @@ if directives is not None:
             for ch in self.pages():
                 self.env.note_dependency(str(Path(self.env.srcdir) / f"{ch.docname}.md"))
             container = nodes.container()
-            self.state.nested_parse(StringList(self.markdown().splitlines(), source=self.env.docname),
+            self.state.nested_parse(StringList(no_currency_math(self.markdown()).splitlines(),
+                                               source=self.env.docname),
                                     0, container)
             return container.children
 
@@ -584,15 +596,17 @@ if directives is not None:
 
         def markdown(self) -> str:
             md = []
+            asked = {q.label: q.title for ch in self.pages() for q in ch.questions}
             for ch in self.pages():
                 if not ch.facts:
                     continue
                 md += [f"**{{doc}}`{ch.title} </{ch.docname}>`**", ""]
                 for f in ch.facts:
                     md += [f"::::{{admonition}} Myth: {f.claim}", ":class: ftlab-myth", "",
-                           "**The correction.** " + f.body, "",
+                           *(["**The correction.**", "", f.body] if re.match(r"^(- |\d+\. |[`:]{3})", f.body)
+                             else ["**The correction.** " + f.body]), "",
                            f"**The evidence:** {{ref}}`the fact check and its demo <{f.target}>`"
-                           + (f" · the question {{ref}}`{f.label} <{f.label}>`" if f.label else ""),
+                           + (f" · under the question {{ref}}`{asked[f.label]} <{f.label}>`" if f.label else ""),
                            "::::", ""]
             return "\n".join(md) or "None yet."
 
