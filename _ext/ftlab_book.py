@@ -13,6 +13,7 @@ Directives (each renders MyST that it writes itself, so links are ordinary {ref}
     ```{fact-checks}                        every Fact check in the book as a table (claim, where)
     ```{myths}                              every Fact check: claim, correction, evidence link
     ```{traps-index}                        every Traps bullet, linked back to its question
+    ```{follow-up-drill}                    every Follow-up question, its answer in a dropdown
     ```{anki-deck}                          a link to the Anki deck the build writes
     ```{chapter-map}                        the chapters, the questions each answers, run time
 
@@ -80,6 +81,7 @@ class Question:
     answer_points: list[str] = field(default_factory=list)   # sentences and bullets, in order
     numbers: list[Number] = field(default_factory=list)
     followups: list[str] = field(default_factory=list)
+    followup_answers: list[str] = field(default_factory=list)   # the dropdowns' text, in order
     traps: list[str] = field(default_factory=list)
 
 
@@ -136,6 +138,7 @@ def parse_chapter(path: Path, docname: str) -> Chapter:
     ch = Chapter(docname, docname)
     stack: list[tuple[str, str]] = []          # open fences: (marker, directive)
     fact: dict | None = None                   # the Fact check being read
+    follow: dict | None = None                 # the Follow-up dropdown being read
     q: Question | None = None
     q_level = 0
     label: str | None = None                   # the question numbers belong to
@@ -185,9 +188,15 @@ def parse_chapter(path: Path, docname: str) -> Chapter:
                     ch.facts.append(FactCheck(len(ch.facts) + 1, _claim_of(fact["title"], body), body,
                                               docname, fact["label"]))
                     fact = None
+                if follow is not None and len(stack) == follow["depth"]:
+                    body = "\n".join(l for l in follow["lines"] if not re.match(r"^:[\w-]+:", l)).strip()
+                    follow["q"].followup_answers.append(body)
+                    follow = None
                 continue
             if fact is not None:
                 fact["lines"].append(line)
+            if follow is not None:
+                follow["lines"].append(line)
             if directive in LITERAL or not directive:
                 continue
         if f and (f.group(2) or (f.group(1)[0] == "`" and not stack)):
@@ -203,6 +212,7 @@ def parse_chapter(path: Path, docname: str) -> Chapter:
                 if mode == "followups" or is_follow:
                     t = re.sub(r"^follow-up\s*:?\s*", "", title, flags=re.I).strip()
                     q.followups.append(t[:1].upper() + t[1:])
+                    follow = {"q": q, "lines": [], "depth": len(stack)}
             stack.append((f.group(1), directive))
             continue
         if stack:
@@ -626,6 +636,22 @@ if directives is not None:
                 md.append("")
             return "\n".join(md) or "None yet."
 
+    class FollowUpDrill(_MystDirective):
+        """Every Follow-up of every question, its answer hidden in a dropdown."""
+
+        def markdown(self) -> str:
+            md = []
+            for ch in self.pages():
+                qs = [q for q in ch.questions if q.followups]
+                if not qs:
+                    continue
+                md += [f"**{{doc}}`{ch.title} </{ch.docname}>`**", ""]
+                for q in qs:
+                    md += [f"{{ref}}`{q.title} <{q.label}>` ({q.level})", ""]
+                    for title, body in zip(q.followups, q.followup_answers):
+                        md += [f":::::{{dropdown}} {title}", body, ":::::", ""]
+            return "\n".join(md) or "None yet."
+
     class AnkiDeck(_MystDirective):
         """A link to the deck the build writes to _downloads/ (relative to this page)."""
 
@@ -735,6 +761,7 @@ def setup(app):
     for name, cls in (("question-bank", QuestionBank), ("study-progress", StudyProgress),
                       ("mock-interview", MockInterview), ("numbers-sheet", NumbersSheet),
                       ("fact-checks", FactChecks), ("myths", Myths), ("traps-index", TrapsIndex),
+                      ("follow-up-drill", FollowUpDrill),
                       ("anki-deck", AnkiDeck), ("chapter-map", ChapterMap)):
         app.add_directive(name, cls)
     app.add_post_transform(FillRuntimes)

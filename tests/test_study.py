@@ -65,6 +65,12 @@ def test_known_gaps_are_still_gaps(questions):
         assert q is None or not (q.traps and q.followups), f"{label} is complete now: drop it from KNOWN_GAPS"
 
 
+def test_every_follow_up_has_its_answer(questions):
+    for q in questions:
+        assert len(q.followup_answers) == len(q.followups), f"{q.label}: follow-ups and answers differ"
+        assert all(len(a) > 20 for a in q.followup_answers), f"{q.label}: an empty follow-up answer"
+
+
 def test_every_fact_check_is_read(pages):
     want = sum(len(re.findall(r"^(`{3,}|:{3,})\{admonition\} Fact check", p.read_text(encoding="utf-8"), re.M))
                for p in SOURCES)

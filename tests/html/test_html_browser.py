@@ -90,7 +90,8 @@ def test_chapter_screenshot(visits, chapter):
 
 
 @pytest.mark.parametrize("study_page", ["question_bank.html", "numbers.html", "mock_interviews.html",
-                                        "myths.html", "traps.html", "design_scenarios.html"])
+                                        "myths.html", "traps.html", "follow_ups.html",
+                                        "design_scenarios.html"])
 def test_study_page_links_resolve(visits, html_root, study_page):
     if not (html_root / study_page).is_file():
         doc = study_page[: -len(".html")]

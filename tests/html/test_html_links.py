@@ -56,7 +56,7 @@ def test_no_unparsed_directive_in_pages(html_root):
 
 
 GENERATED_STUDY_PAGES = ["question_bank.html", "numbers.html", "mock_interviews.html", "myths.html",
-                         "traps.html", "design_scenarios.html"]
+                         "traps.html", "follow_ups.html", "design_scenarios.html"]
 
 
 def test_study_pages_show_prices_as_text(html_root):
