@@ -719,6 +719,12 @@ def forget_pages(app, env, docnames, *args):
                 logger.warning(w)
 
 
+def drop_cache(app, env):
+    """Keep the parsed pages out of the pickled environment (they are reparsed on demand)."""
+    env._ftlab_pages = None
+    return []
+
+
 def write_deck(app, exc):
     if exc is not None or app.builder.format != "html":
         return
@@ -754,6 +760,7 @@ def setup(app):
     app.connect("config-inited", add_static)
     app.connect("env-before-read-docs", forget_pages)
     app.connect("html-page-context", tidy_page_context, priority=900)
+    app.connect("env-updated", drop_cache)
     app.connect("build-finished", write_deck)
     app.add_js_file("ftlab_study.js")
     app.add_css_file("ftlab_study.css")
