@@ -252,15 +252,15 @@ def parse_chapter(path: Path, docname: str) -> Chapter:
             mode = "answer"
             para = [a.group(1)] if a.group(1) else []
             continue
-        if stripped.startswith("**Numbers to know**"):
+        if re.match(r"^\*\*Numbers to know[.:]?\*\*", stripped):
             end_mode()
             mode = "numbers"
             continue
-        if stripped.startswith("**Follow-ups**"):
+        if re.match(r"^\*\*Follow-ups[.:]?\*\*", stripped):
             end_mode()
             mode = "followups"
             continue
-        if stripped.startswith("**Traps**"):
+        if re.match(r"^\*\*Traps[.:]?\*\*", stripped):
             end_mode()
             mode = "traps"
             continue
