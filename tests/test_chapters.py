@@ -4,6 +4,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.md"))
+# Study pages written in the chapters' question format (their questions join the bank).
+QUESTION_PAGES = [ROOT / "design_scenarios.md"]
 TAG_LINE = re.compile(r"^\*\*(screen|mid|senior|staff) · (very-common|common|occasional) · "
                       r"(conceptual|scenario|design|debugging|coding)\*\*$")
 
@@ -22,7 +24,7 @@ def _questions(md: Path):
 
 
 def test_question_labels_are_unique_and_headed():
-    qs = [q for md in CHAPTERS for q in _questions(md)]
+    qs = [q for md in CHAPTERS + QUESTION_PAGES for q in _questions(md)]
     labels = [q[0] for q in qs]
     assert len(labels) == len(set(labels)), "duplicate question labels"
     for label, heading, tag, name in qs:
@@ -42,9 +44,10 @@ def test_chapters_start_with_title_and_end_with_quiz():
 
 
 def test_numbers_to_know_carry_a_status():
-    """The numbers sheet is generated from these bullets; each must say how far to trust it."""
-    status = re.compile(r"^- \*\*(verified|cited|convention|wrong)\*\*: \S")
-    for md in CHAPTERS:
+    """The numbers sheet is generated from these bullets; each must say how far to trust it.
+    A blank line between bullets does not end the list (the generator reads on too)."""
+    status = re.compile(r"^- \*\*(verified|derived|cited|convention|wrong)\*\*: \S")
+    for md in CHAPTERS + QUESTION_PAGES:
         lines = md.read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines):
             if not line.strip().startswith("**Numbers to know**"):
@@ -53,8 +56,34 @@ def test_numbers_to_know_carry_a_status():
             while j < len(lines) and not lines[j].strip():
                 j += 1
             assert j < len(lines) and lines[j].startswith("- "), f"{md.name}:{i + 1}: Numbers to know needs a list"
-            while j < len(lines) and (lines[j].startswith("- ") or lines[j].startswith("  ")):
+            while j < len(lines) and (lines[j].startswith("- ") or lines[j].startswith("  ") or not lines[j].strip()):
                 if lines[j].startswith("- "):
-                    assert status.match(lines[j]), f"{md.name}:{j + 1}: start with **verified**/**cited**/" \
-                                                   f"**convention**/**wrong** and a colon: {lines[j][:60]!r}"
+                    assert status.match(lines[j]), f"{md.name}:{j + 1}: start with **verified**/**derived**/" \
+                                                   f"**cited**/**convention**/**wrong** and a colon: {lines[j][:60]!r}"
                 j += 1
+
+
+def test_status_bullets_sit_in_a_numbers_list():
+    """A status bullet outside a **Numbers to know** list never reaches the numbers sheet."""
+    status = re.compile(r"^- \*\*(verified|derived|cited|convention|wrong)\*\*")
+    for md in CHAPTERS + QUESTION_PAGES:
+        lines = md.read_text(encoding="utf-8").splitlines()
+        in_list = False
+        for j, line in enumerate(lines):
+            if line.strip().startswith("**Numbers to know**"):
+                in_list = True
+            elif line.strip() and not (line.startswith("- ") or line.startswith("  ")):
+                in_list = False
+            assert in_list or not status.match(line), f"{md.name}:{j + 1}: status bullet outside Numbers to know"
+
+
+def test_questions_have_the_four_parts():
+    """Answer, Numbers to know, Follow-ups and Traps: the mock rubrics and the deck read them."""
+    for md in CHAPTERS + QUESTION_PAGES:
+        text = md.read_text(encoding="utf-8")
+        for label, heading, _, name in _questions(md):
+            start = text.index(f"({label})=")
+            nxt = re.search(r"^\(q-[a-z0-9-]+\)=$|^## (Exercises|Self-quiz)", text[start + 1:], re.M)
+            body = text[start: start + 1 + nxt.start()] if nxt else text[start:]
+            assert re.search(r"^\*\*Answer\.?\*\*", body, re.M), f"{name}: {label} has no **Answer**"
+            assert "**Numbers to know**" in body, f"{name}: {label} has no **Numbers to know**"

@@ -1,6 +1,7 @@
 """Checks on the built HTML (run after the book build): every chapter page has a
 "Launch on Colab" link to its own .ipynb twin on the configured repository and branch,
-and that twin exists in the repository.
+and that twin exists in the repository; the build wrote the Anki deck (a zip holding an
+Anki collection) that the intro links to.
 
     python tools/check_html.py        # exit 1 and list the problems
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -34,6 +36,14 @@ def problems() -> list[str]:
             out.append(f"{page.relative_to(ROOT)}: no Colab link to {want} (found {links or 'none'})")
         if not md.with_suffix(".ipynb").exists():
             out.append(f"chapters/{md.stem}.ipynb: the Colab link's target is not in the repository")
+    decks = sorted((HTML / "_downloads").glob("*.apkg"))
+    if not decks:
+        out.append(f"{HTML.relative_to(ROOT)}/_downloads/*.apkg: the Anki deck was not written")
+    for deck in decks:
+        if not zipfile.is_zipfile(deck) or "collection.anki2" not in zipfile.ZipFile(deck).namelist():
+            out.append(f"{deck.relative_to(ROOT)}: not an Anki package")
+        elif deck.name not in (HTML / "intro.html").read_text(encoding="utf-8"):
+            out.append(f"intro.html: no link to {deck.name}")
     return out
 
 

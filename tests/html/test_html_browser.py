@@ -1,12 +1,19 @@
 """The built book as a reader sees it, in headless Chromium: every page loads with a
 title, no broken image, no console error (failed loads of external hosts aside: the
-machine is offline); chapter pages link to their notebook on Colab; the question bank's
-and numbers sheet's links resolve; a dropdown solution opens on click; and each chapter
-page is saved as a screenshot under _build/screenshots/."""
+machine is offline); chapter pages link to their notebook on Colab; the study pages' links
+resolve; a dropdown solution opens on click; the question bank's "I can answer this"
+toggle survives a reload (localStorage) and updates its chapter's count; the intro's Anki
+deck link downloads a deck with one note per question; and each chapter page is saved as
+a screenshot under _build/screenshots/."""
 from __future__ import annotations
 
+import io
 import re
-from pathlib import PurePosixPath
+import sqlite3
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -82,7 +89,9 @@ def test_chapter_screenshot(visits, chapter):
         f"{path}: {png_w}x{png_h} px, expected {WINDOW[0]}x{height} (the page's width and height)")
 
 
-@pytest.mark.parametrize("study_page", ["question_bank.html", "numbers.html"])
+@pytest.mark.parametrize("study_page", ["question_bank.html", "numbers.html", "mock_interviews.html",
+                                        "myths.html", "traps.html", "follow_ups.html",
+                                        "design_scenarios.html"])
 def test_study_page_links_resolve(visits, html_root, study_page):
     if not (html_root / study_page).is_file():
         doc = study_page[: -len(".html")]
@@ -146,3 +155,82 @@ def test_dropdown_solution_opens_on_click(visits, html_root):
     )
     button = solution.find_element(By.CSS_SELECTOR, "button.toggle-button")
     assert button.get_attribute("aria-expanded") == "true"
+
+
+STORE = "ftlab-known-v1"   # the localStorage key of _ext/static/ftlab_study.js
+
+
+def _study_page(html_root, page):
+    if not (html_root / page).is_file():
+        assert page[: -len(".html")] not in hs.toc_files(), f"{page} is in _toc.yml but was not built"
+        pytest.skip(f"{page}: not part of this book (not in _toc.yml)")
+
+
+def test_question_bank_toggle_persists_across_reload(visits, html_root):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = "question_bank.html"
+    _study_page(html_root, page)
+    drv = visits.drv
+    wait = WebDriverWait(drv, WAIT)
+    visits.load(page)
+    drv.execute_script(f"localStorage.removeItem('{STORE}')")
+    visits.load(page)
+    boxes = drv.find_elements(By.CSS_SELECTOR, "input.ftlab-known")
+    assert boxes, f"{page}: no 'I can answer this' toggle (input.ftlab-known)"
+    assert not any(b.is_selected() for b in boxes), f"{page}: toggles ticked with empty storage"
+    box = boxes[0]
+    label, chapter = box.get_attribute("data-q"), box.get_attribute("data-chapter")
+    same = f"input.ftlab-known[data-q='{label}']"
+    count = f".ftlab-count[data-chapter='{chapter}']"
+
+    def counts(d):
+        return [el.text.strip() for el in d.find_elements(By.CSS_SELECTOR, count)]
+
+    assert counts(drv) and all(c.startswith("0 / ") for c in counts(drv)), f"{page}: counts {counts(drv)}"
+    try:
+        drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+        wait.until(lambda d: box.is_displayed() and box.is_enabled(), message=f"{page}: toggle not clickable")
+        box.click()
+        wait.until(lambda d: all(b.is_selected() for b in d.find_elements(By.CSS_SELECTOR, same)),
+                   message=f"{page}: the other toggles of {label} did not follow the click")
+        wait.until(lambda d: all(c.startswith("1 / ") for c in counts(d)),
+                   message=f"{page}: the count of {chapter} did not become 1 after the click: {counts(drv)}")
+        visits.load(page)  # a reload: only localStorage can bring the tick back
+        again = drv.find_elements(By.CSS_SELECTOR, same)
+        assert again and all(b.is_selected() for b in again), f"{page}: the tick on {label} did not survive a reload"
+        assert all(c.startswith("1 / ") for c in counts(drv)), f"{page}: count after reload {counts(drv)}"
+        stored = drv.execute_script(f"return localStorage.getItem('{STORE}')")
+        assert stored and label in stored, f"{page}: localStorage holds {stored!r}"
+        box = again[0]
+        drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+        box.click()
+        wait.until(lambda d: all(c.startswith("0 / ") for c in counts(d)), message=f"{page}: unticking did not count down")
+        visits.load(page)
+        assert not any(b.is_selected() for b in drv.find_elements(By.CSS_SELECTOR, same)), \
+            f"{page}: the untick on {label} did not survive a reload"
+    finally:
+        drv.execute_script(f"localStorage.removeItem('{STORE}')")
+
+
+def test_intro_links_the_anki_deck(visits, html_root):
+    root = hs.toc_files()[0] + ".html"
+    record = visits.visit(root)
+    decks = [link for link in record["links"] if urlsplit(link["href"]).path.endswith(".apkg")]
+    assert decks, f"{root}: no link to the Anki deck (.apkg)"
+    questions = {b["data-q"] for b in hs.parse(html_root / "question_bank.html").select("input.ftlab-known")}
+    for link in decks:
+        with urllib.request.urlopen(link["href"], timeout=WAIT) as response:  # served like the site
+            data = response.read()
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            assert "collection.anki2" in z.namelist(), f"{link['raw']}: not an Anki package"
+            with tempfile.TemporaryDirectory() as tmp:
+                db = Path(tmp) / "collection.anki2"
+                db.write_bytes(z.read("collection.anki2"))
+                con = sqlite3.connect(db)
+                try:
+                    n = con.execute("select count(*) from notes").fetchone()[0]
+                finally:
+                    con.close()
+        assert n == len(questions) > 0, f"{link['raw']}: {n} notes for {len(questions)} questions in the bank"

@@ -53,3 +53,21 @@ def test_no_unparsed_directive_in_pages(html_root):
         "\n".join(problems) + "\nA backtick fence cannot have backticks in its title: use a colon "
         "fence (:::{dropdown} ...) or drop the backticks."
     )
+
+
+GENERATED_STUDY_PAGES = ["question_bank.html", "numbers.html", "mock_interviews.html", "myths.html",
+                         "traps.html", "follow_ups.html", "design_scenarios.html"]
+
+
+def test_study_pages_show_prices_as_text(html_root):
+    """With dollarmath on, "$2.50 ... $0.15" in one paragraph would render as a formula; the
+    generator escapes a $ before a digit, and the pages must show no such formula."""
+    problems = []
+    for page in GENERATED_STUDY_PAGES:
+        if not (html_root / page).is_file():
+            continue
+        for node in hs.parse(html_root / page).select(".math"):
+            text = node.get_text()
+            if re.match(r"^\\\(\s*\d", text) or re.search(r"[a-z]{3,} [a-z]{3,}", text):
+                problems.append(f"{page}: {text[:80]!r}")
+    assert not problems, "prices rendered as math:\n" + "\n".join(problems)
