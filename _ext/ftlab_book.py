@@ -130,11 +130,27 @@ def _claim_of(title: str, body: str) -> str:
     return topic or (sentences(" ".join(body.split()))[0] if body else "?")
 
 
+DOC_ROLE = re.compile(r"\{doc\}`(?:([^`<]*?)\s*<([^>`]+)>|([^`<>]+))`")
+
+
+def absolute_docs(line: str, docname: str) -> str:
+    """Make relative {doc} targets absolute, so text copied onto another page still links."""
+    folder = docname.rsplit("/", 1)[0] + "/" if "/" in docname else ""
+
+    def fix(m):
+        title, target = (m.group(1), m.group(2)) if m.group(2) else (None, m.group(3))
+        if target.startswith("/"):
+            return m.group(0)
+        target = "/" + folder + target
+        return f"{{doc}}`{title} <{target}>`" if title else f"{{doc}}`{target}`"
+    return DOC_ROLE.sub(fix, line)
+
+
 def parse_chapter(path: Path, docname: str) -> Chapter:
     """Read one page: its questions (with Answer, Numbers to know, Follow-ups, Traps), the
     numbers outside questions, and its Fact check admonitions. Fence-aware: nothing inside a
     code cell counts, and a heading ends the question it closes."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = [absolute_docs(ln, docname) for ln in path.read_text(encoding="utf-8").splitlines()]
     ch = Chapter(docname, docname)
     stack: list[tuple[str, str]] = []          # open fences: (marker, directive)
     fact: dict | None = None                   # the Fact check being read

@@ -168,3 +168,9 @@ def test_anki_deck_has_one_note_per_question_with_stable_ids(tmp_path, pages, qu
 def test_requirements_pin_genanki():
     req = (ROOT / "requirements.txt").read_text()
     assert re.search(r"^genanki==\d", req, re.M), "pin genanki (the build writes the Anki deck with it)"
+
+
+def test_relative_doc_links_survive_the_copy_onto_study_pages():
+    line = "see {doc}`01b_costs`, {doc}`the costs <01b_costs>` and {doc}`/intro`"
+    assert fb.absolute_docs(line, "chapters/01_when_to_finetune") == (
+        "see {doc}`/chapters/01b_costs`, {doc}`the costs </chapters/01b_costs>` and {doc}`/intro`")
