@@ -2,6 +2,7 @@
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from ftlab.feedback import (ACTIONS, LogEvent, PreferencePair, UserModel, edit_distance, logs_to_pairs,
@@ -41,6 +42,26 @@ def test_logs_follow_the_user_model_and_are_reproducible():
     assert c["accept"] / len(right) > 0.6
 
 
+def test_mistaken_edits():
+    items = get_task("add").items(400, seed=0)
+    users = UserModel(good_accept=0.65, good_edit=0.10, bad_edit_still_wrong=0.3)
+    logs = simulate_logs(items, p_correct=0.5, users=users, seed=3)
+    task = get_task("add")
+    by_prompt = {i.prompt: i for i in items}
+    edits = [e for e in logs if e.action == "edit"]
+    good_edits = [e for e in edits if e.correct]
+    bad_edits = [e for e in edits if not e.correct]
+    # a right answer edited by a mistaken user ends wrong, and differs from what was shown
+    assert good_edits and all(not task.verify(by_prompt[e.prompt], e.final) for e in good_edits)
+    assert all(e.final != e.output for e in edits)
+    still_wrong = np.mean([not task.verify(by_prompt[e.prompt], e.final) for e in bad_edits])
+    assert 0.15 < still_wrong < 0.45, still_wrong
+    # the edit pairs are no longer all right, but normalising still removes the cosmetic noise
+    clean = pair_precision(logs_to_pairs(logs, use_accept_reject=False), items)
+    raw = pair_precision(logs_to_pairs(logs, normalize=False, use_accept_reject=False), items)
+    assert 0.5 < clean < 0.95 and clean > raw + 0.1, (clean, raw)
+
+
 def test_given_outputs_are_used_in_order():
     items = get_task("rev").items(3, seed=0)
     outs = [it.answer for it in items for _ in range(2)]
@@ -66,7 +87,7 @@ def test_filters():
     # a ratio filter also throws away real one-digit fixes of long answers
     steps = get_task("add_steps").items(100, seed=0)
     slogs = simulate_logs(steps, seed=0)
-    kept = logs_to_pairs(slogs, max_ratio=0.3, use_accept_reject=False)
+    kept = logs_to_pairs(slogs, min_ratio=0.3, use_accept_reject=False)
     assert len(logs_to_pairs(slogs, use_accept_reject=False)) > 10 and kept == []
 
 
@@ -97,8 +118,12 @@ def test_bad_input():
         UserModel(bad_edit=-0.1)
     with pytest.raises(ValueError, match="min_distance"):
         logs_to_pairs([], min_distance=-1)
-    with pytest.raises(ValueError, match="max_ratio"):
-        logs_to_pairs([], max_ratio=2)
+    with pytest.raises(ValueError, match="min_ratio"):
+        logs_to_pairs([], min_ratio=2)
+    with pytest.raises(ValueError, match="bad_edit_still_wrong"):
+        UserModel(bad_edit_still_wrong=1.5)
+    with pytest.raises(ValueError, match="sum to 1"):
+        UserModel(good_edit=0.1)
     with pytest.raises(TypeError, match="LogEvent"):
         logs_to_pairs([("a", "b")])
     with pytest.raises(ValueError, match="unknown action"):

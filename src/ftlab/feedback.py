@@ -11,7 +11,7 @@ Stable API (the alignment chapter imports it):
     UserModel(...)                          how users react to right and wrong outputs
     LogEvent(prompt, output, action, final, task, correct)
     simulate_logs(items, outputs=None, samples_per_prompt=1, p_correct=0.5, users=UserModel(), seed=0)
-    logs_to_pairs(logs, min_distance=1, normalize=True, max_ratio=None, use_edits=True, use_accept_reject=True)
+    logs_to_pairs(logs, min_distance=1, normalize=True, min_ratio=None, use_edits=True, use_accept_reject=True)
     edit_distance(a, b), normalize_text(s), pair_is_correct(pair, item), pair_precision(pairs, items)
 
 ``prompt`` is always the user's text without a template (like ``Item.prompt``); use
@@ -58,27 +58,33 @@ class PreferencePair:
 class UserModel:
     """How simulated users react. Each row of probabilities must sum to 1.
 
-    A right output is mostly accepted; a wrong one is edited into the right answer,
-    rejected, or (a lazy user) accepted anyway. Any output can get a cosmetic edit.
+    A right output is mostly accepted; a wrong one is edited, rejected, or (a lazy user)
+    accepted anyway. Any output can get a cosmetic edit. The defaults make every real
+    edit a correct fix; ``good_edit`` (a right answer edited into a wrong one) and
+    ``bad_edit_still_wrong`` (a fix that lands on another wrong answer) model users who
+    make mistakes, and both default to 0 so that older chapters' logs do not change.
     """
 
-    # reactions to a RIGHT output: accept, reject (noise), trivial edit
+    # reactions to a RIGHT output: accept, reject (noise), trivial edit, edit into a wrong answer
     good_accept: float = 0.75
     good_reject: float = 0.05
     good_trivial: float = 0.20
-    # reactions to a WRONG output: edit to the right answer, reject, accept anyway, trivial edit
+    good_edit: float = 0.0
+    # reactions to a WRONG output: edit, reject, accept anyway, trivial edit
     bad_edit: float = 0.45
     bad_reject: float = 0.30
     bad_accept: float = 0.15
     bad_trivial: float = 0.10
+    # of the edits to a WRONG output, the share that is still wrong afterwards
+    bad_edit_still_wrong: float = 0.0
 
     def __post_init__(self):
-        for name in ("good_accept", "good_reject", "good_trivial", "bad_edit", "bad_reject", "bad_accept",
-                     "bad_trivial"):
+        for name in ("good_accept", "good_reject", "good_trivial", "good_edit", "bad_edit", "bad_reject",
+                     "bad_accept", "bad_trivial", "bad_edit_still_wrong"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise ValueError(f"UserModel.{name} must be a probability in [0, 1], got {v!r}")
-        for label, total in (("good_*", self.good_accept + self.good_reject + self.good_trivial),
+        for label, total in (("good_*", self.good_accept + self.good_reject + self.good_trivial + self.good_edit),
                              ("bad_*", self.bad_edit + self.bad_reject + self.bad_accept + self.bad_trivial)):
             if abs(total - 1) > 1e-9:
                 raise ValueError(f"UserModel {label} probabilities must sum to 1, got {total:.4f}")
@@ -130,6 +136,15 @@ def trivial_edit(text: str, rng: random.Random) -> str:
     return " " + text
 
 
+def _wrong_edit(answer: str, shown: str, rng: random.Random) -> str:
+    """A user's mistaken edit: a wrong answer, different from the one shown when possible."""
+    for _ in range(20):
+        final = corrupt_answer(answer, rng)
+        if final != shown:
+            return final
+    return final
+
+
 def _task(task) -> Task:
     return task if isinstance(task, Task) else get_task(task)
 
@@ -176,27 +191,33 @@ def simulate_logs(items: Sequence[Item], outputs: Sequence[str] | None = None, s
         ok = (task or _task(it.task)).verify(it, out)
         u = rng.random()
         if ok:
+            g = users.good_accept + users.good_reject + users.good_trivial
             action = ("accept" if u < users.good_accept else
-                      "reject" if u < users.good_accept + users.good_reject else "trivial_edit")
+                      "reject" if u < users.good_accept + users.good_reject else
+                      "trivial_edit" if u < g else "edit")
         else:
             action = ("edit" if u < users.bad_edit else
                       "reject" if u < users.bad_edit + users.bad_reject else
                       "accept" if u < users.bad_edit + users.bad_reject + users.bad_accept else "trivial_edit")
-        final = it.answer if action == "edit" else trivial_edit(out, rng) if action == "trivial_edit" else None
+        final = trivial_edit(out, rng) if action == "trivial_edit" else None
+        if action == "edit":
+            # The random draw happens only when the option is on, so default logs stay the same.
+            mistaken = ok or (users.bad_edit_still_wrong > 0 and rng.random() < users.bad_edit_still_wrong)
+            final = _wrong_edit(it.answer, out, rng) if mistaken else it.answer
         logs.append(LogEvent(it.prompt, out, action, final, it.task, bool(ok)))
     return logs
 
 
 def logs_to_pairs(logs: Sequence[LogEvent], min_distance: int = 1, normalize: bool = True,
-                  max_ratio: float | None = None, use_edits: bool = True,
+                  min_ratio: float | None = None, use_edits: bool = True,
                   use_accept_reject: bool = True) -> list[PreferencePair]:
     """(chosen, rejected) pairs from a log.
 
     Edits: the user's text beats the model's (``source="edit"``), kept only if the two
     differ by at least ``min_distance`` characters, measured after ``normalize_text``
-    when ``normalize`` (so cosmetic edits count as distance 0). ``max_ratio``, if set,
+    when ``normalize`` (so cosmetic edits count as distance 0). ``min_ratio``, if set,
     keeps only edits whose distance divided by the longer text's length is at least
-    ``max_ratio`` (the "edit ratio" filter some pipelines use). Accept vs reject: for a
+    ``min_ratio`` (the "edit ratio > x" filter some pipelines use). Accept vs reject: for a
     prompt with an accepted and a rejected output that differ, accepted beats rejected
     (``source="accept_reject"``), one pair per (accepted, rejected) combination.
     """
@@ -208,9 +229,9 @@ def logs_to_pairs(logs: Sequence[LogEvent], min_distance: int = 1, normalize: bo
             raise ValueError(f"unknown action {e.action!r}; expected one of {ACTIONS}")
     if isinstance(min_distance, bool) or not isinstance(min_distance, int) or min_distance < 0:
         raise ValueError(f"min_distance must be an int >= 0, got {min_distance!r}")
-    if max_ratio is not None and (isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float))
-                                  or not 0 <= max_ratio <= 1):
-        raise ValueError(f"max_ratio must be None or in [0, 1], got {max_ratio!r}")
+    if min_ratio is not None and (isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float))
+                                  or not 0 <= min_ratio <= 1):
+        raise ValueError(f"min_ratio must be None or in [0, 1], got {min_ratio!r}")
     pairs = []
     if use_edits:
         for e in logs:
@@ -220,7 +241,7 @@ def logs_to_pairs(logs: Sequence[LogEvent], min_distance: int = 1, normalize: bo
             d = edit_distance(a, b)
             if d < min_distance or d == 0:
                 continue
-            if max_ratio is not None and d / max(len(a), len(b), 1) < max_ratio:
+            if min_ratio is not None and d / max(len(a), len(b), 1) < min_ratio:
                 continue
             pairs.append(PreferencePair(e.prompt, e.final, e.output, e.task, "edit"))
     if use_accept_reject:
