@@ -266,3 +266,47 @@ def test_candidate_rl_reaches_the_closed_form_optimum_and_beta_zero_chases_the_p
     assert h.kl[-1] == pytest.approx(exact_kl, abs=1e-3)
     h0 = align.candidate_rl(ref, proxy, gold, beta=0.0, steps=400, lr=0.05)
     assert h0.reward[-1] > 0.95 and h0.gold[-1] < 0.05 and h0.kl[-1] > h.kl[-1]
+
+
+def test_candidate_rl_keeps_its_final_policy():
+    ref = torch.log(t([[0.6, 0.3, 0.1]]))
+    proxy, gold = t([[0.0, 0.5, 1.0]]), t([[1.0, 0.0, 0.0]])
+    h = align.candidate_rl(ref, proxy, gold, beta=1.0, steps=400, lr=0.05)
+    p_star = align.optimal_policy(proxy[0], ref[0].exp(), 1.0)
+    assert h.policy.shape == (1, 3)
+    assert torch.allclose(h.policy[0], p_star, atol=1e-3)
+    assert float((h.policy * gold).sum()) == pytest.approx(h.gold[-1], abs=1e-2)
+
+
+def test_grpo_checker_names_nan_on_an_all_equal_group():
+    def nan_for_flat(r):   # right everywhere except a flat group, where it returns NaN
+        std = r.std(1, keepdim=True)
+        adv = (r - r.mean(1, keepdim=True)) / (std + 1e-4)
+        return torch.where(std == 0, torch.full_like(adv, float("nan")), adv)
+
+    with pytest.raises(AssertionError, match="all-equal"):
+        align.check_grpo_advantages(nan_for_flat)
+
+
+def test_trl_configs_shown_in_chapter_04_construct(tmp_path):
+    """The TRL snippets in chapters 04 and 04b use argument names the installed TRL accepts."""
+    trl = pytest.importorskip("trl")
+    cpu = {"use_cpu": True}
+    trl.RewardConfig(output_dir=str(tmp_path / "rm"), learning_rate=1e-5, **cpu)
+    args = trl.DPOConfig(output_dir=str(tmp_path / "dpo"), beta=0.1, loss_type=["sigmoid", "sft"],
+                         loss_weights=[1.0, 1.0], precompute_ref_log_probs=True,
+                         learning_rate=5e-7, per_device_train_batch_size=8, **cpu)
+    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 1.0]
+    assert trl.DPOConfig(output_dir=str(tmp_path / "d2"), **cpu).beta == 0.1
+    with pytest.raises(TypeError, match="rpo_alpha"):   # removed in TRL 0.29, as chapter 04 says
+        trl.DPOConfig(output_dir=str(tmp_path / "d3"), rpo_alpha=1.0, **cpu)
+    assert not hasattr(trl, "PPOTrainer")               # chapter 04: no PPO trainer in TRL 1.x
+    g = trl.GRPOConfig(output_dir=str(tmp_path / "grpo"), num_generations=8, max_completion_length=256,
+                       beta=0.04, epsilon=0.2, scale_rewards="none", loss_type="dr_grpo", **cpu)
+    assert g.loss_type == "dr_grpo"
+    d = trl.GRPOConfig(output_dir=str(tmp_path / "g2"), **cpu)   # the defaults chapter 04b quotes
+    assert (d.num_generations, d.beta, d.epsilon, d.scale_rewards, d.num_iterations) == (8, 0.0, 0.2, "group", 1)
+    assert d.importance_sampling_level == "token"
+    trl.GRPOConfig(output_dir=str(tmp_path / "g3"), importance_sampling_level="sequence", **cpu)
+    k = trl.KTOConfig(output_dir=str(tmp_path / "kto"), desirable_weight=1.0, undesirable_weight=1.0, **cpu)
+    assert k.beta > 0

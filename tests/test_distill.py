@@ -274,3 +274,15 @@ def test_answer_only_and_carries():
     assert [n_carries(*p) for p in [(100, 200), (47, 85), (999, 1), (555, 445), (0, 0)]] == [0, 2, 3, 3, 0]
     with pytest.raises(ValueError):
         n_carries(-1, 3)
+
+
+def test_trl_configs_shown_in_chapter_06_construct(tmp_path):
+    """The TRL snippets in chapter 06 use argument names the installed TRL accepts."""
+    trl = pytest.importorskip("trl")
+    gkd = pytest.importorskip("trl.experimental.gkd")
+    trl.SFTConfig(output_dir=str(tmp_path / "sft"), num_train_epochs=2, learning_rate=2e-5, use_cpu=True)
+    args = gkd.GKDConfig(output_dir=str(tmp_path / "gkd"), beta=0.0, lmbda=0.0, temperature=0.9,
+                         learning_rate=2e-5, use_cpu=True)
+    assert (args.beta, args.lmbda, args.temperature) == (0.0, 0.0, 0.9)
+    d = gkd.GKDConfig(output_dir=str(tmp_path / "g2"), use_cpu=True)   # the defaults chapter 06 quotes
+    assert (d.beta, d.lmbda, d.temperature) == (0.5, 0.5, 0.9)

@@ -100,9 +100,10 @@ def _join(prompts: Sequence[str], completions: Sequence[str], finished: Sequence
 class RewardModel(nn.Module):
     """r(x, y): a copy of a TinyGPT whose LM head is swapped for a scalar head, read at the last token.
 
-    This is what Hugging Face's ``AutoModelForSequenceClassification(num_labels=1)`` does:
-    the body is the SFT model, the ``score`` head is new, and the reward of a sequence
-    is the head's output at its last real token.
+    Essentially what Hugging Face's ``AutoModelForSequenceClassification(num_labels=1)``
+    builds: the body is the SFT model, the ``score`` head is new, and the reward of a
+    sequence is the head's output at its last real token (HF's head has no bias, which
+    cancels in the Bradley–Terry loss anyway, and finds the last token from the pad id).
     """
 
     def __init__(self, backbone: TinyGPT):
@@ -382,8 +383,11 @@ def candidate_rl(ref_logps: torch.Tensor, proxy: torch.Tensor, gold: torch.Tenso
 
     ref_logps, proxy, gold: (P, K). The policy is a softmax over each prompt's candidates,
     started at the reference; every step is an exact gradient step on
-    mean_p( E_π[proxy] − β·KL(π‖π_ref) ), so there is no sampling noise. Logs the proxy,
-    the gold reward and the exact KL at every step.
+    mean_p( E_π[proxy] − β·KL(π‖π_ref) ), taken with Adam, so there is no sampling noise.
+    It is a noise-free stand-in for RL, not RL's expected path: Adam rescales each logit's
+    step, so it can move answers of tiny probability that a sampler would never draw. Logs
+    the proxy, the gold reward and the exact KL at every step, and keeps the final policy
+    (P, K) in ``hist.policy``.
     """
     for name, x in (("ref_logps", ref_logps), ("proxy", proxy), ("gold", gold)):
         _tensor(x, name)
@@ -407,6 +411,7 @@ def candidate_rl(ref_logps: torch.Tensor, proxy: torch.Tensor, gold: torch.Tenso
         opt.zero_grad()
         (-objective).backward()
         opt.step()
+    hist.policy = torch.softmax(logits.detach(), 1)
     return hist
 
 
@@ -416,6 +421,7 @@ class RLHistory:
     gold: list[float] = field(default_factory=list)     # the true objective, when one is given
     kl: list[float] = field(default_factory=list)       # mean over samples of Σ_t log π/π_ref (k1 estimate)
     extra: dict[str, list[float]] = field(default_factory=dict)
+    policy: torch.Tensor | None = None                  # candidate_rl: the final policy, (P, K)
 
 
 def _ref_copy(model):
@@ -587,14 +593,21 @@ def train_grpo(policy, task: str | Task, items: Sequence[Item], steps: int = 12,
         hist.reward.append(float(rewards.mean()))
         hist.extra["zero_std_groups"].append(float((rewards.std(1) == 0).float().mean()))
         hist.extra["mean_length"].append(float(m.sum(1).float().mean()))
-        keep = adv != 0  # rows of all-equal groups carry no gradient; skip their compute
+        # Without a KL term, rows of all-equal groups (advantage 0) carry no gradient: skip their
+        # compute, but keep them in the normaliser, as TRL does (they dilute the other groups).
+        # With beta > 0 their k3 term does carry gradient, so every row is kept.
+        keep = adv != 0 if beta == 0 else torch.ones_like(adv, dtype=torch.bool)
         if not bool(keep.any()):
             continue
+        if length_norm == "token":
+            frac = float(m[keep].sum() / m.sum())
+        else:
+            frac = float(keep.sum()) / len(keep)
         policy.train()
         for _ in range(inner_steps):
             lp = token_logprobs(policy, ids[keep], attn[keep], cmask[keep])
-            loss = grpo_loss(lp, old[keep], None if ref_lp is None else ref_lp[keep], adv[keep], m[keep],
-                             clip_eps, beta, length_norm, max_new)
+            loss = frac * grpo_loss(lp, old[keep], None if ref_lp is None else ref_lp[keep], adv[keep],
+                                    m[keep], clip_eps, beta, length_norm, max_new)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
@@ -686,8 +699,10 @@ def check_grpo_advantages(fn) -> None:
         want = grpo_advantages(r)
         got = torch.as_tensor(fn(r.clone()), dtype=torch.float32)
         assert got.shape == r.shape, f"advantages must have the rewards' shape {tuple(r.shape)}, got {tuple(got.shape)}"
-        if r.sum() == 0:
-            assert torch.allclose(got[0], torch.zeros(r.shape[1])), "an all-equal group must get zero advantage (no NaN)"
+        same = (r == r[:, :1]).all(1)
+        if same.any():
+            assert torch.allclose(got[same], torch.zeros_like(got[same])), \
+                "an all-equal group must get zero advantage (no NaN)"
         pop = grpo_advantages(r, unbiased=False)
         assert not (torch.allclose(got, pop, atol=1e-4) and not torch.allclose(want, pop, atol=1e-4)), \
             "you divided by the population std; use the Bessel-corrected one (torch's default .std(), as TRL does)"

@@ -13,9 +13,11 @@ The three flavours the distillation chapter teaches, from scratch:
 
 Which way the KL points matters. ``kd_loss`` is the **forward** KL, KL(p_teacher ‖ p_student):
 the student pays wherever the teacher puts mass and it does not, so it spreads out to
-cover every mode ("mode-covering"). :func:`reverse_kl` is KL(p_student ‖ p_teacher),
-MiniLLM's choice (Gu et al. 2024): the student pays for mass where the teacher has none,
-so it settles on one mode ("mode-seeking"). :func:`generalized_jsd` (GKD, Agarwal et al.
+cover every mode ("mode-covering"). :func:`reverse_kl` is KL(p_student ‖ p_teacher): the
+student pays for mass where the teacher has none, so it settles on one mode
+("mode-seeking"). MiniLLM (Gu et al. 2024) optimises the sequence-level reverse KL by
+policy gradient on the student's own samples; ``reverse_kl`` on fixed teacher-written
+text is only its per-token piece. :func:`generalized_jsd` (GKD, Agarwal et al.
 2024) interpolates: ``beta=0`` is the forward KL, ``beta=1`` the reverse KL, as in TRL's
 ``GKDTrainer``.
 
@@ -108,7 +110,10 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, T: float = 2.0, mask
 
 def reverse_kl(student_logits: Tensor, teacher_logits: Tensor, T: float = 1.0, mask: Tensor | None = None,
                reduction: str = "mean") -> Tensor:
-    """KL(p_student ‖ p_teacher), averaged over (masked) positions: the mode-seeking direction (MiniLLM)."""
+    """KL(p_student ‖ p_teacher), averaged over (masked) positions: the mode-seeking direction.
+
+    The per-token piece of MiniLLM's objective, which applies it to the student's own samples.
+    """
     T = _check_temperature(T)
     s, t, m = _flatten(student_logits, teacher_logits, mask)
     log_ps = F.log_softmax(s / T, dim=-1)
@@ -125,7 +130,9 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float 
     M = beta·p_teacher + (1 − beta)·p_student;  JSD = beta·KL(p_teacher ‖ M) + (1 − beta)·KL(p_student ‖ M).
     As beta → 0, JSD/beta → the forward KL(teacher ‖ student), and (1 − beta) → 0 gives the
     reverse KL(student ‖ teacher) likewise; like TRL, ``beta=0`` and ``beta=1`` return those
-    two KLs themselves (the mixture formula would give 0 there).
+    two KLs themselves (the mixture formula would give 0 there). Unlike TRL, which calls
+    it at T = 1 with no T² factor, this multiplies by T² as ``kd_loss`` does; the two
+    agree at T = 1.
     """
     T = _check_temperature(T)
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
