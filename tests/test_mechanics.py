@@ -172,3 +172,11 @@ def test_checkers_accept_solutions_and_reject_mistakes():
                                                     + 12 / (N if s >= 1 else 1)))
     with pytest.raises(AssertionError):
         exercises.check_zero_bytes(lambda n, N, s: 16 * n / N)
+
+
+def test_labels_mask_with_pad_as_eos_drops_every_eos():
+    ids, mask = ftlab.sft_tensors(_examples(4))
+    assert int((M.labels_mask(ids, mask) * (ids == EOS_ID)).sum()) == 8
+    assert int((M.labels_mask(ids, mask, pad_id=EOS_ID) * (ids == EOS_ID)).sum()) == 0
+    with pytest.raises(TypeError, match="pad_id"):
+        M.labels_mask(ids, mask, pad_id="■")

@@ -22,7 +22,7 @@ from .tokenizer import EOS, EOS_ID, MAX_LEN, PAD_ID, encode
 __all__ = ["Packed", "pack", "packed_attention_mask", "packed_logits", "packed_token_losses",
            "token_losses", "accumulated_grads", "masked_mean_naive", "greedy_ids",
            "resize_token_embeddings", "saved_activation_bytes", "linear_flops", "kv_cache_bytes",
-           "fake_quantize_kv", "GradNormLog", "log_grad_norms", "forward_checkpointed"]
+           "fake_quantize_kv", "GradNormLog", "log_grad_norms", "forward_checkpointed", "labels_mask"]
 
 
 def _check_examples(examples) -> list[Example]:
@@ -383,3 +383,13 @@ def log_grad_norms():
         yield log
     finally:
         handle.remove()
+
+
+def labels_mask(ids: torch.Tensor, loss_mask: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
+    """What a typical collator does to the labels: mask out every position where
+    ``ids == pad_id``. With ``pad_id=EOS_ID`` (pad token set to EOS) that masks EOS too."""
+    if ids.shape != loss_mask.shape:
+        raise ValueError(f"ids {tuple(ids.shape)} and loss_mask {tuple(loss_mask.shape)} differ in shape")
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int):
+        raise TypeError(f"pad_id must be an int token id, got {pad_id!r}")
+    return loss_mask * (ids != pad_id)
