@@ -242,8 +242,8 @@ def greedy_ids(model, prompts: Sequence[str] | Sequence[Sequence[int]], max_new_
 def resize_token_embeddings(model, n_new: int, init: str = "mean", seed: int = 0) -> list[int]:
     """Append ``n_new`` rows to the input embedding and the output head, in place.
 
-    init  "mean": each new row is the mean of the existing rows (what transformers'
-          ``resize_token_embeddings(mean_resizing=True)`` does, after Hewitt 2021);
+    init  "mean": each new row is the mean of the existing rows (Hewitt 2021;
+          transformers' ``mean_resizing=True`` samples around that mean instead);
           "random": N(0, 1) rows, what a fresh ``nn.Embedding`` would hold.
     Returns the new token ids.
     """
