@@ -406,3 +406,63 @@ def format_table(rows: Sequence[dict], digits: int = 1) -> str:
              for c in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# --- ZeRO, FSDP and offload: the bytes per GPU of data-parallel full fine-tuning ---
+# Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
+# Models", section 5.1 and Figure 1: mixed-precision Adam holds 2 bytes of fp16/bf16 weights,
+# 2 of gradients and K = 12 of fp32 master weights, momentum and variance per parameter.
+# Stage 1 shards the K bytes over the N data-parallel GPUs, stage 2 the gradients too,
+# stage 3 (and PyTorch FSDP's FULL_SHARD) the weights as well. Activations, buffers and
+# the gathered layer of stage 3 are not counted.
+
+ZERO_STAGES = (0, 1, 2, 3)
+ZERO_OFFLOAD = ("none", "optimizer", "optimizer+params")
+
+
+def zero_bytes_per_gpu(n_params: float, n_gpus: int, stage: int, offload: str = "none",
+                       weight_bytes: float = 2, grad_bytes: float = 2,
+                       optimizer_bytes: float = 12) -> dict[str, float]:
+    """Bytes of weights, gradients and optimizer state on each GPU, and on the CPUs.
+
+    offload  "optimizer": the K optimizer bytes live in CPU memory (DeepSpeed's
+             ``offload_optimizer``, ZeRO-Offload, Ren et al. 2021); "optimizer+params":
+             the sharded weights too (``offload_param``, stage 3 only).
+    Returns ``{"weights", "grads", "optimizer", "gpu_total", "cpu_total"}``; ``cpu_total``
+    is summed over all ``n_gpus`` ranks.
+    """
+    n = _check_number("n_params", n_params)
+    N = _check_int("n_gpus", n_gpus)
+    if isinstance(stage, bool) or stage not in ZERO_STAGES:
+        raise ValueError(f"stage must be one of {ZERO_STAGES}, got {stage!r}")
+    if offload not in ZERO_OFFLOAD:
+        raise ValueError(f"offload must be one of {ZERO_OFFLOAD}, got {offload!r}")
+    if offload == "optimizer+params" and stage != 3:
+        raise ValueError(f"offloading the weights needs stage 3 (they must be sharded), got stage={stage!r}")
+    wb = _check_number("weight_bytes", weight_bytes)
+    gb = _check_number("grad_bytes", grad_bytes)
+    ob = _check_number("optimizer_bytes", optimizer_bytes, allow_zero=True)
+    weights = n * wb / (N if stage >= 3 else 1)
+    grads = n * gb / (N if stage >= 2 else 1)
+    optimizer = n * ob / (N if stage >= 1 else 1)
+    cpu = 0.0
+    if offload != "none":
+        cpu += optimizer * N
+        optimizer = 0.0
+    if offload == "optimizer+params":
+        cpu += weights * N
+        weights = 0.0
+    return {"weights": weights, "grads": grads, "optimizer": optimizer,
+            "gpu_total": weights + grads + optimizer, "cpu_total": cpu}
+
+
+def zero_table(n_params: float, n_gpus: int = 8) -> list[dict]:
+    """One row per ZeRO stage and offload choice: GB per GPU and GB of CPU memory in all."""
+    rows = []
+    for stage, offload, name in ((0, "none", "DDP (no sharding)"), (1, "none", "ZeRO-1"),
+                                 (2, "none", "ZeRO-2"), (3, "none", "ZeRO-3 / FSDP"),
+                                 (2, "optimizer", "ZeRO-2 + offload optimizer"),
+                                 (3, "optimizer+params", "ZeRO-3 + offload all")):
+        b = zero_bytes_per_gpu(n_params, n_gpus, stage, offload)
+        rows.append({"setup": name, "gpu_gb": b["gpu_total"] / GB, "cpu_gb": b["cpu_total"] / GB})
+    return rows
