@@ -318,3 +318,16 @@ def test_bad_input_raises_naming_the_value(call, exc, match):
 
 def test_all_llama_modules_are_known():
     assert len(target_shapes(LLAMA2_13B, LLAMA_MODULES)) == 7 * 40
+
+
+def test_peft_counts_a_packed_params4bit_as_two_weights_per_byte():
+    # The rule behind the 6,742,609,920 "all params" peft prints for a 4-bit Llama-2-7B:
+    # a bitsandbytes Params4bit packs two 4-bit weights per uint8, and peft multiplies.
+    torch = pytest.importorskip("torch")
+    peft = pytest.importorskip("peft")
+    bnb_nn = pytest.importorskip("bitsandbytes.nn")
+    m = torch.nn.Module()
+    m.packed = bnb_nn.Params4bit(torch.zeros(2048, 1, dtype=torch.uint8),
+                                 requires_grad=False)  # 4,096 weights
+    m.adapter = torch.nn.Parameter(torch.zeros(8, 64))
+    assert peft.PeftModel.get_nb_trainable_parameters(m) == (512, 4096 + 512)
