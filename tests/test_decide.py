@@ -6,7 +6,7 @@ import pytest
 
 import ftlab
 from ftlab.decide import (ACTIONS, FAILURES, MIN_EXAMPLES, Recommendation, break_even_requests_per_day,
-                          check_break_even, check_triage, cost_per_request, decide, draw_tree, plot_break_even,
+                          check_break_even, check_swap_break_even, check_triage, cost_per_request, decide, draw_tree, plot_break_even,
                           with_retrieved_context, yearly_fixed_usd)
 from ftlab.tokenizer import CONTEXT
 
@@ -89,6 +89,16 @@ def test_output_tokens_count_only_when_their_price_changes():
                                        out_usd_per_mtok_before=10.0,
                                        out_usd_per_mtok_after=1.20)
     assert swap == pytest.approx(50_000 / (365 * (1500 * 2.2 + 300 * 8.8) / 1e6))
+
+
+def test_swap_checker_accepts_the_reference_and_rejects_input_only():
+    def ref(i, o, ib, ob, ia, oa, fixed):
+        return break_even_requests_per_day(i, i, ib, ia, fixed, out_tokens=o,
+                                           out_usd_per_mtok_before=ob,
+                                           out_usd_per_mtok_after=oa)
+    check_swap_break_even(ref)
+    with pytest.raises(AssertionError):
+        check_swap_break_even(lambda i, o, ib, ob, ia, oa, f: ref(i, 0, ib, ob, ia, oa, f))
 
 
 def test_break_even_plot_draws_offline():

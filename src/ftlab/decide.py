@@ -266,6 +266,30 @@ def check_break_even(fn) -> None:
     _ok("break-even matches yearly cost / (365 · saving per request), and a negative saving never pays back")
 
 
+def check_swap_break_even(fn) -> None:
+    """``fn(in_tokens, out_tokens, in_before, out_before, in_after, out_after,
+    yearly_usd)``: the break-even of moving a request of fixed length to a cheaper model."""
+    cases = [
+        (1500, 300, 2.5, 10.0, 0.30, 1.20, 50_000),
+        (1500, 300, 2.5, 10.0, 0.0, 0.0, 85_040),
+        (1500, 0, 2.5, 10.0, 0.30, 1.20, 50_000),   # no output: input alone
+        (800, 200, 1.0, 4.0, 1.0, 1.0, 20_000),     # only the output price falls
+    ]
+    for i, o, ib, ob, ia, oa, fixed in cases:
+        want = break_even_requests_per_day(i, i, ib, ia, fixed, out_tokens=o,
+                                           out_usd_per_mtok_before=ob,
+                                           out_usd_per_mtok_after=oa)
+        got = float(fn(i, o, ib, ob, ia, oa, fixed))
+        assert math.isclose(got, want, rel_tol=1e-6), (
+            f"for {(i, o, ib, ob, ia, oa, fixed)}: expected {want:,.1f} requests/day, "
+            f"got {got:,.1f}")
+    got = fn(1000, 100, 1.0, 2.0, 1.5, 2.0, 10_000)
+    assert got == math.inf, ("a swap that makes requests dearer never pays back: "
+                             f"expected inf, got {got!r}")
+    _ok("the swap break-even counts input and output savings, and a dearer swap never "
+        "pays back")
+
+
 def check_triage(fn) -> None:
     """``fn(acc_prompt, acc_rag, target) -> 'prompt' | 'rag' | 'fine-tune'``: climb only as far as needed."""
     cases = [((0.95, 0.97, 0.9), "prompt"), ((0.5, 0.93, 0.9), "rag"), ((0.5, 0.6, 0.9), "fine-tune"),
