@@ -65,7 +65,8 @@ def decide(failure: str, labelled_examples: int = 0, requests_per_day: float = 0
                         (``break_even_requests_per_day``)
     """
     if not isinstance(failure, str) or failure not in FAILURES:
-        raise ValueError(f"failure must be one of {', '.join(FAILURES)}; got {failure!r}")
+        raise ValueError(f"failure must be one of {', '.join(FAILURES)}; "
+                         f"got {failure!r}")
     n = _check_int("labelled_examples", labelled_examples)
     volume = _check_number("requests_per_day", requests_per_day)
     if freshness not in FRESHNESS:
@@ -74,33 +75,34 @@ def decide(failure: str, labelled_examples: int = 0, requests_per_day: float = 0
     be = break_even_per_day
     if (isinstance(be, bool) or not isinstance(be, (int, float))
             or math.isnan(be) or be <= 0):
-        raise ValueError("break_even_per_day must be a number > 0 (math.inf allowed), "
-                         f"got {be!r}")
+        raise ValueError("break_even_per_day must be a number > 0 (math.inf "
+                         f"allowed), got {be!r}")
 
     if failure == "unmeasured":
-        return Recommendation("measure", "no failure is named yet: build a held-out eval "
-                              "of real requests, then see which rung it points to")
+        return Recommendation("measure", "no failure is named yet: build a held-out "
+                              "eval of real requests, then see which rung it points to")
     if failure == "instructions":
         return Recommendation("prompt", "the model already has the skill; a clearer "
-                              "instruction, an example or constrained decoding switches "
-                              "it on in minutes")
+                              "instruction, an example or constrained decoding "
+                              "switches it on in minutes")
     if failure == "knowledge":
         why = {"daily": "the facts change daily, faster than any retraining loop",
-               "monthly": "the facts change monthly, and each change would mean a re-tune",
-               "static": "even static facts are unreliable in the weights: without many "
-                         "paraphrases recall is brittle, reversed questions fail, and "
-                         "aggressive runs overwrite old facts"}[freshness]
-        return Recommendation("rag", f"put the facts in the context: {why}; retrieval "
-                              "also gives citations")
+               "monthly": "the facts change monthly, and each change would mean a "
+                          "re-tune",
+               "static": "even static facts are unreliable in the weights: without "
+                         "many paraphrases recall is brittle, reversed questions "
+                         "fail, and aggressive runs overwrite old facts"}[freshness]
+        return Recommendation("rag", f"put the facts in the context: {why}; "
+                              "retrieval also gives citations")
     if failure == "behaviour":
         if n < MIN_EXAMPLES:
-            return Recommendation("collect data", "a fine-tune can teach a new format or "
-                                  f"style, but {n} labelled examples is under "
-                                  f"{MIN_EXAMPLES}: label more and build the eval set "
-                                  "first")
-        return Recommendation("fine-tune", "a saturated prompt cannot teach a behaviour "
-                              f"the model never saw; {n} examples are enough for a LoRA "
-                              "run, checked on a held-out eval")
+            return Recommendation("collect data", "a fine-tune can teach a new format "
+                                  f"or style, but {n} labelled examples is under "
+                                  f"{MIN_EXAMPLES}: label more and build the eval "
+                                  "set first")
+        return Recommendation("fine-tune", "a saturated prompt cannot teach a "
+                              f"behaviour the model never saw; {n} examples are "
+                              "enough for a LoRA run, checked on a held-out eval")
     # failure == "cost"
     if volume < be:
         return Recommendation("prompt", f"{volume:,.0f} requests/day is below the "
@@ -111,19 +113,21 @@ def decide(failure: str, labelled_examples: int = 0, requests_per_day: float = 0
                               f"{n} examples is under {MIN_EXAMPLES}: log the current "
                               "model's outputs as labels first")
     return Recommendation("fine-tune", f"{volume:,.0f} requests/day is above the "
-                          f"break-even of {be:,.0f}: a tuned model that is cheaper per "
-                          "request (a shorter prompt or a smaller model) pays back; keep "
-                          "the old one as fallback")
+                          f"break-even of {be:,.0f}: a tuned model that is cheaper "
+                          "per request (a shorter prompt or a smaller model) pays "
+                          "back; keep the old one as fallback")
 
 
-# --- retrieval, the toy way -------------------------------------------------------------
+# --- retrieval, the toy way ---------------------------------------------------------
 
-def with_retrieved_context(items, table, n_distractors: int = 2, seed: int = 0) -> list[str]:
-    """Chat prompts that put each item's fact, shuffled among ``n_distractors`` others from
-    ``table``, into the context block: what a retriever with imperfect precision returns.
+def with_retrieved_context(items, table, n_distractors: int = 2,
+                           seed: int = 0) -> list[str]:
+    """Chat prompts that put each item's fact, shuffled among ``n_distractors``
+    others from ``table``, into the context block: what a retriever with imperfect
+    precision returns.
 
-    ``items`` are fact items (their ``meta`` names the person and city), ``table`` is a list
-    of (name, city) pairs such as ``ftlab.NEW_FACTS``.
+    ``items`` are fact items (their ``meta`` names the person and city), ``table`` is
+    a list of (name, city) pairs such as ``ftlab.NEW_FACTS``.
     """
     import random
 
@@ -132,13 +136,16 @@ def with_retrieved_context(items, table, n_distractors: int = 2, seed: int = 0) 
     from .tasks import context_prompt
 
     table = list(table)
-    if isinstance(n_distractors, bool) or not isinstance(n_distractors, int) or not 0 <= n_distractors < len(table):
-        raise ValueError(f"n_distractors must be an int in [0, {len(table) - 1}], got {n_distractors!r}")
+    if (isinstance(n_distractors, bool) or not isinstance(n_distractors, int)
+            or not 0 <= n_distractors < len(table)):
+        raise ValueError(f"n_distractors must be an int in [0, {len(table) - 1}], "
+                         f"got {n_distractors!r}")
     rng = random.Random(shift(seed))
     prompts = []
     for it in items:
         if "name" not in it.meta or "city" not in it.meta:
-            raise ValueError(f"item {it.prompt!r} of task {it.task!r} is not a fact item (no name/city in meta)")
+            raise ValueError(f"item {it.prompt!r} of task {it.task!r} is not a fact "
+                             "item (no name/city in meta)")
         fact = (it.meta["name"], it.meta["city"])
         others = rng.sample([f for f in table if f != fact], n_distractors)
         facts = others + [fact]

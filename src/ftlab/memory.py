@@ -175,7 +175,8 @@ def lora_params(shapes: Iterable[tuple[int, int]], r: int) -> int:
 # --- bytes per parameter ---
 
 def full_ft_bytes(n_params: float) -> dict[str, float]:
-    """Mixed-precision AdamW, 16 B/param: 2 (bf16 weights) + 2 (grads) + 12 (fp32 master, m, v).
+    """Mixed-precision AdamW, 16 B/param: 2 (bf16 weights) + 2 (grads) + 12 (fp32
+    master, m, v).
 
     Rajbhandari et al. 2019 (ZeRO), section 3.1: 2Ψ + 2Ψ + KΨ bytes with K = 12 for
     Adam, so 16Ψ; their section 3.1 example, GPT-2 with 1.5B parameters, needs at least
@@ -231,7 +232,8 @@ def qlora_bytes(n_params: float, n_lora_params: float, n_unquantized: float = 0,
 
     ``n_unquantized`` is the part of the base that bitsandbytes leaves alone: it
     quantizes only nn.Linear layers, and transformers skips lm_head, so the embeddings,
-    the head and the norms stay unquantized. ``memory_table`` fills it in from the shape.
+    the head and the norms stay unquantized. ``memory_table`` fills it in from the
+    shape.
     They take ``unquantized_bytes`` each: 2 as loaded in bf16; peft's
     ``prepare_model_for_kbit_training`` casts every non-4-bit fp16/bf16 parameter to
     fp32 (peft utils/other.py), so pass 4 for a model prepared that way.
@@ -284,7 +286,8 @@ class Adapters:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         for m in self.target_modules:
             if m not in LLAMA_MODULES:
-                raise ValueError(f"unknown module {m!r}; known: {', '.join(LLAMA_MODULES)}")
+                raise ValueError(f"unknown module {m!r}; "
+                                 f"known: {', '.join(LLAMA_MODULES)}")
         if not self.target_modules:
             raise ValueError("target_modules is empty")
         if self.copy_bytes is not None:
@@ -354,7 +357,7 @@ def activation_terms(shape: ModelShape, batch: int, seq_len: int,
     else:
         probs = 4 + v if accounting == "transformers" else v  # fp32 softmax + copy
         scores = probs * as2b + dropout * (mask * as2b + v * as2b)
-    # The MLP's elementwise tensors: SwiGLU keeps gate, silu(gate) and up; GeLU its input.
+    # The MLP's elementwise tensors: SwiGLU keeps gate, silu(gate), up; GeLU its input.
     mlp_bytes = v * sb * f * (3 if mlp == "swiglu" else 1)
     # The inputs of the linear layers, by input: width and the modules that read it.
     # (GeLU's fc2 input is the GeLU output, f wide, like SwiGLU's down_proj input.)
@@ -400,15 +403,17 @@ def activation_bytes(shape: ModelShape, batch: int, seq_len: int, checkpointing:
     ``flash_attention=False`` is eager attention, which keeps the s×s softmax in fp32
     plus a 16-bit copy: the worst case.
 
-    With full checkpointing (Korthikanti et al., section 5) only each layer's 16-bit input
-    stays, 2·sbh bytes per layer, plus one layer's activations while it is recomputed.
+    With full checkpointing (Korthikanti et al., section 5) only each layer's 16-bit
+    input stays, 2·sbh bytes per layer, plus one layer's activations while it is
+    recomputed.
 
     LoRA under peft keeps *more* than full fine-tuning without checkpointing: each
     adapted module keeps its own cast copy of its input (pass ``adapters``).
     """
     _check_bool("checkpointing", checkpointing)
-    layer = sum(activation_terms(shape, batch, seq_len, bytes_per_value, flash_attention,
-                                 dropout, mlp, accounting, adapters).values())
+    layer = sum(activation_terms(shape, batch, seq_len, bytes_per_value,
+                                 flash_attention, dropout, mlp, accounting,
+                                 adapters).values())
     if not checkpointing:
         return float(shape.n_layers * layer)
     sbh = seq_len * batch * shape.d_model
