@@ -6,7 +6,7 @@ import pytest
 
 import ftlab
 from ftlab.decide import (ACTIONS, FAILURES, MIN_EXAMPLES, Recommendation, break_even_requests_per_day,
-                          check_break_even, check_triage, cost_per_request, decide, draw_tree, plot_break_even,
+                          check_break_even, check_swap_break_even, check_triage, cost_per_request, decide, draw_tree, plot_break_even,
                           with_retrieved_context, yearly_fixed_usd)
 from ftlab.tokenizer import CONTEXT
 
@@ -64,6 +64,41 @@ def test_prompt_caching_and_serving_raise_the_break_even():
     served = break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, 5_000, 4, serving_usd_per_year=50_000)
     assert served == pytest.approx(2 * plain)
     assert yearly_fixed_usd(30_000, 5_000, 4, serving_usd_per_year=17_520) == 67_520
+
+
+def test_break_even_agrees_with_a_year_of_bills():
+    # Just below the break-even, keeping the long prompt is cheaper; just above, tuning is.
+    be = break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, 5_000, 4)
+
+    def yearly_bill(per_day, tokens, usd_per_mtok, fixed=0.0):
+        return fixed + 365 * per_day * tokens * usd_per_mtok / 1e6
+
+    for f, keep_cheaper in ((0.9, True), (1.1, False)):
+        keep = yearly_bill(f * be, 4000, 2.5)
+        tune = yearly_bill(f * be, 500, 2.5, fixed=30_000 + 4 * 5_000)
+        assert (keep < tune) == keep_cheaper, (f, keep, tune)
+
+
+def test_output_tokens_count_only_when_their_price_changes():
+    base = break_even_requests_per_day(1500, 1500, 2.5, 0.30, 50_000)
+    same = break_even_requests_per_day(1500, 1500, 2.5, 0.30, 50_000, out_tokens=300,
+                                       out_usd_per_mtok_before=10.0,
+                                       out_usd_per_mtok_after=10.0)
+    assert same == pytest.approx(base)
+    swap = break_even_requests_per_day(1500, 1500, 2.5, 0.30, 50_000, out_tokens=300,
+                                       out_usd_per_mtok_before=10.0,
+                                       out_usd_per_mtok_after=1.20)
+    assert swap == pytest.approx(50_000 / (365 * (1500 * 2.2 + 300 * 8.8) / 1e6))
+
+
+def test_swap_checker_accepts_the_reference_and_rejects_input_only():
+    def ref(i, o, ib, ob, ia, oa, fixed):
+        return break_even_requests_per_day(i, i, ib, ia, fixed, out_tokens=o,
+                                           out_usd_per_mtok_before=ob,
+                                           out_usd_per_mtok_after=oa)
+    check_swap_break_even(ref)
+    with pytest.raises(AssertionError):
+        check_swap_break_even(lambda i, o, ib, ob, ia, oa, f: ref(i, 0, ib, ob, ia, oa, f))
 
 
 def test_break_even_plot_draws_offline():
@@ -132,6 +167,11 @@ def test_retrieved_context_holds_the_fact_among_distractors():
     (lambda: yearly_fixed_usd("30k"), TypeError, "'30k'"),
     (lambda: break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, retunes_per_year=-1),
      ValueError, "retunes_per_year.*-1"),
+    (lambda: break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, out_tokens=-3),
+     ValueError, "out_tokens.*-3"),
+    (lambda: break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000,
+                                         out_usd_per_mtok_after="1.2"),
+     TypeError, "out_usd_per_mtok_after"),
     (lambda: break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, cached_tokens_before=5000),
      ValueError, "cached_tokens_before=5000"),
     (lambda: break_even_requests_per_day(4000, 500, 2.5, 2.5, 30_000, cached_price_ratio=2),

@@ -2,7 +2,8 @@
 import pytest
 
 from ftlab.memory import (
-    A100_BF16_TFLOPS, GB, LLAMA2_7B, LLAMA2_13B, LLAMA2_70B, LLAMA_MODULES, ModelShape,
+    A100_BF16_TFLOPS, GB, LLAMA2_7B, LLAMA2_13B, LLAMA2_70B, LLAMA_MODULES, Adapters,
+    ModelShape,
     activation_bytes, activation_terms, bits_per_param_nf4, count_params, format_table,
     full_ft_bytes, gpu_cost,
     gpu_hours, lora_bytes, lora_params, memory_table, qlora_bytes, target_shapes, train_flops,
@@ -110,33 +111,130 @@ def test_memory_table_ordering_and_totals():
     assert "QLoRA r=16" in text and "total_gb" in text
 
 
+def test_lora_keeps_more_activations_than_full_ft_without_checkpointing():
+    # peft's per-module input copies outweigh the norm copies LoRA does not need.
+    rows = {r["method"].split()[0]: r["activations_gb"]
+            for r in memory_table(LLAMA2_7B, checkpointing=False)}
+    fp32 = {r["method"].split()[0]: r["activations_gb"]
+            for r in memory_table(LLAMA2_7B, checkpointing=False, autocast=False)}
+    drop = {r["method"].split()[0]: r["activations_gb"]
+            for r in memory_table(LLAMA2_7B, checkpointing=False, lora_dropout=True)}
+    assert rows["QLoRA"] < rows["full"] < rows["LoRA"] < fp32["LoRA"], (rows, fp32)
+    assert 12 < rows["full"] < 12.5 and 13 < rows["LoRA"] < 14 and 17 < fp32["LoRA"] < 19
+    assert drop["LoRA"] > rows["LoRA"] + 2, drop
+
+
 def test_korthikanti_formula_per_layer():
     # Korthikanti et al. 2022, eq. 1: a GPT layer (4h GeLU MLP, dropout, eager attention)
     # stores sbh·(34 + 5as/h) bytes; dropping the s×s terms leaves 34·sbh.
     gpt = ModelShape(1e9, d_model=4096, n_layers=1, n_heads=32, d_ff=4 * 4096)
     s, b, h, a = 2048, 1, 4096, 32
-    eager = activation_bytes(gpt, b, s, checkpointing=False, flash_attention=False, dropout=True, mlp="gelu")
+    kw = dict(checkpointing=False, mlp="gelu", accounting="korthikanti")
+    eager = activation_bytes(gpt, b, s, flash_attention=False, dropout=True, **kw)
     assert eager == s * b * h * (34 + 5 * a * s / h)
-    fused = activation_bytes(gpt, b, s, checkpointing=False, flash_attention=True, dropout=True, mlp="gelu")
+    fused = activation_bytes(gpt, b, s, flash_attention=True, dropout=True, **kw)
     assert fused == 34 * s * b * h + 4 * a * s * b  # plus FlashAttention's fp32 log-sum-exp
     # Without dropout, section 4.1's list loses the masks and the stored dropout outputs.
-    no_drop = activation_bytes(gpt, b, s, checkpointing=False, flash_attention=False, dropout=False, mlp="gelu")
+    no_drop = activation_bytes(gpt, b, s, flash_attention=False, dropout=False, **kw)
     assert no_drop == 32 * s * b * h + 2 * a * s * s * b
 
 
 def test_llama_block_terms():
-    # Llama-2-7B by hand: attention 10·sbh (q/k/v input, Q, K, V, o_proj input), SwiGLU
-    # 2·sbh + 8·sbf, two RMSNorm inputs 4·sbh, no masks; the LSE is 4·a·s·b bytes.
+    # Llama-2-7B by hand: Q, K, V and the SDPA output 8·sbh, the linear inputs (q/k/v,
+    # MLP, down_proj) 4·sbh + 2·sbf, SwiGLU's gate, silu, up 6·sbf, two RMSNorms with
+    # fp32 inputs, 1/rms rows and 16-bit normalised copies; the LSE is 4·a·s·b bytes.
     s, b, h, f, a = 2048, 1, 4096, 11008, 32
     terms = activation_terms(LLAMA2_7B, b, s)
-    assert terms == {"attention": 10 * s * b * h, "scores": 4 * a * s * b, "mlp": 2 * s * b * h + 8 * s * b * f,
-                     "norms": 4 * s * b * h, "dropout_masks": 0}
-    assert 9.5e9 < activation_bytes(LLAMA2_7B, b, s, checkpointing=False) < 10.5e9
+    assert terms == {"attention": 8 * s * b * h, "scores": 4 * a * s * b,
+                     "mlp": 6 * s * b * f, "linear_inputs": 4 * s * b * h + 2 * s * b * f,
+                     "norms": 2 * (6 * s * b * h + 4 * s * b), "dropout_masks": 0}
+    assert 12.0e9 < activation_bytes(LLAMA2_7B, b, s, checkpointing=False) < 12.5e9
+    # Eager: the fp32 softmax and its bf16 copy, 6 bytes per score, plus o_proj's input.
     eager = activation_terms(LLAMA2_7B, b, s, flash_attention=False)
-    assert eager["scores"] == 2 * a * s * s * b
+    assert eager["scores"] == 6 * a * s * s * b
+    assert eager["linear_inputs"] == terms["linear_inputs"] + 2 * s * b * h
+    assert 37e9 < activation_bytes(LLAMA2_7B, b, s, False, flash_attention=False) < 39e9
     # Grouped-query attention: 70B stores K and V at 8 of 64 heads' width.
     t70 = activation_terms(LLAMA2_70B, 1, 128)
-    assert t70["attention"] == 2 * 128 * (3 * 8192 + 2 * 1024)
+    assert t70["attention"] == 2 * 128 * (2 * 8192 + 2 * 1024)
+
+
+def _saved_per_layer(attn, adapter_dtype=None, autocast=False, lora_dropout=0.0):
+    """Bytes autograd saves in one real transformers LlamaDecoderLayer (bf16, train mode).
+
+    Counts each saved storage once, leaving out the parameters, the layer input and the
+    rotary cos/sin (shared by all layers); with adapters, also the r-sized casts of the
+    adapter weights that autocast caches (no sequence dimension).
+    """
+    torch = pytest.importorskip("torch")
+    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+    from transformers import LlamaConfig
+
+    s, h, a, f = 40, 64, 4, 172
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=h, num_attention_heads=a, num_key_value_heads=2,
+                      intermediate_size=f, num_hidden_layers=1)
+    cfg._attn_implementation = attn
+    layer = llama.LlamaDecoderLayer(cfg, 0).to(torch.bfloat16).train()
+    if adapter_dtype is not None:
+        peft = pytest.importorskip("peft")
+        lcfg = peft.LoraConfig(r=4, target_modules=list(LLAMA_MODULES),
+                               lora_dropout=lora_dropout)
+        layer = peft.inject_adapter_in_model(lcfg, layer)
+        for name, p in layer.named_parameters():
+            p.requires_grad_("lora_" in name)
+            if "lora_" in name:
+                p.data = p.data.to(adapter_dtype)
+    x = torch.randn(1, s, h, dtype=torch.bfloat16, requires_grad=True)
+    pos = torch.arange(s)[None]
+    cos, sin = llama.LlamaRotaryEmbedding(cfg)(x, pos)
+    skip = {t.untyped_storage().data_ptr() for t in [*layer.parameters(), x, cos, sin]}
+    seen = {}
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        if key not in skip and s in t.shape:
+            seen[key] = t.untyped_storage().nbytes()
+        return t
+
+    mask = None
+    if attn == "eager":
+        mask = torch.full((s, s), float("-inf")).triu(1)[None, None].to(torch.bfloat16)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
+    with ctx, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x, attention_mask=mask, position_ids=pos, position_embeddings=(cos, sin))
+    shape = ModelShape(1e6, d_model=h, n_layers=1, n_heads=a, d_ff=f, n_kv_heads=2)
+    return sum(seen.values()), shape, s
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_full_ft_terms_match_a_real_transformers_layer(attn):
+    saved, shape, s = _saved_per_layer(attn)
+    model = activation_bytes(shape, 1, s, False, flash_attention=attn == "sdpa")
+    assert saved == model, (attn, saved, model)
+
+
+@pytest.mark.parametrize("adapter_dtype, autocast, copy_bytes", [
+    ("float32", False, 4),    # peft's default fp32 adapters, no autocast
+    ("float32", True, 2),     # ... under bf16 autocast, as Trainer runs them
+    ("bfloat16", False, None),  # adapters in the input's dtype: no cast, shared inputs
+])
+def test_lora_terms_match_a_real_peft_layer(adapter_dtype, autocast, copy_bytes):
+    torch = pytest.importorskip("torch")
+    saved, shape, s = _saved_per_layer("sdpa", getattr(torch, adapter_dtype), autocast)
+    adapters = Adapters(r=4, copy_bytes=copy_bytes)
+    model = activation_bytes(shape, 1, s, False, adapters=adapters)
+    assert saved == model, (adapter_dtype, autocast, saved, model)
+
+
+def test_lora_dropout_matches_peft_up_to_the_cpu_mask_width():
+    torch = pytest.importorskip("torch")
+    saved, shape, s = _saved_per_layer("sdpa", torch.float32, lora_dropout=0.1)
+    model = activation_bytes(shape, 1, s, False, adapters=Adapters(4, copy_bytes=4,
+                                                                   lora_dropout=True))
+    # The model counts a 1-byte mask (GPU); PyTorch's CPU dropout keeps an fp32 one.
+    inputs = 6 * shape.d_model + shape.d_ff  # the inputs of the seven adapted modules
+    assert saved == model + (4 - 1) * s * inputs, (saved, model)
 
 
 def test_checkpointing_cuts_activations_by_a_large_factor():
@@ -191,6 +289,16 @@ def test_six_n_d_and_cost():
     (lambda: activation_bytes(LLAMA2_7B, 1, 2048, "yes"), TypeError, "'yes'"),
     (lambda: activation_bytes(LLAMA2_7B, 1, 2048, True, dropout=1), TypeError, "dropout"),
     (lambda: activation_terms(LLAMA2_7B, 1, 2048, mlp="relu"), ValueError, "'relu'"),
+    (lambda: activation_terms(LLAMA2_7B, 1, 8, accounting="gpt"), ValueError, "'gpt'"),
+    (lambda: activation_terms(LLAMA2_7B, 1, 8, adapters=16), TypeError, "16"),
+    (lambda: activation_terms(LLAMA2_7B, 1, 8, mlp="gelu", adapters=Adapters()),
+     ValueError, "swiglu"),
+    (lambda: Adapters(r=0), ValueError, "r must be >= 1, got 0"),
+    (lambda: Adapters(target_modules=["lm_head"]), ValueError, "'lm_head'"),
+    (lambda: Adapters(target_modules="q_proj"), TypeError, "'q_proj'"),
+    (lambda: Adapters(copy_bytes=2.0), TypeError, "2.0"),
+    (lambda: memory_table(LLAMA2_7B, autocast="yes"), TypeError, "'yes'"),
+    (lambda: qlora_bytes(7e9, 4e7, unquantized_bytes=0), ValueError, "unquantized_bytes"),
     (lambda: train_flops(7e9, 0), ValueError, "tokens.*0"),
     (lambda: gpu_hours(1e18, mfu=40), ValueError, "40"),
     (lambda: gpu_hours(1e18, peak_tflops=-312), ValueError, "-312"),
@@ -210,3 +318,16 @@ def test_bad_input_raises_naming_the_value(call, exc, match):
 
 def test_all_llama_modules_are_known():
     assert len(target_shapes(LLAMA2_13B, LLAMA_MODULES)) == 7 * 40
+
+
+def test_peft_counts_a_packed_params4bit_as_two_weights_per_byte():
+    # The rule behind the 6,742,609,920 "all params" peft prints for a 4-bit Llama-2-7B:
+    # a bitsandbytes Params4bit packs two 4-bit weights per uint8, and peft multiplies.
+    torch = pytest.importorskip("torch")
+    peft = pytest.importorskip("peft")
+    bnb_nn = pytest.importorskip("bitsandbytes.nn")
+    m = torch.nn.Module()
+    m.packed = bnb_nn.Params4bit(torch.zeros(2048, 1, dtype=torch.uint8),
+                                 requires_grad=False)  # 4,096 weights
+    m.adapter = torch.nn.Parameter(torch.zeros(8, 64))
+    assert peft.PeftModel.get_nb_trainable_parameters(m) == (512, 4096 + 512)

@@ -53,67 +53,81 @@ def _check_number(name: str, value, allow_zero: bool = True) -> float:
 
 
 def decide(failure: str, labelled_examples: int = 0, requests_per_day: float = 0,
-           freshness: str = "static", break_even_per_day: float = math.inf) -> Recommendation:
+           freshness: str = "static",
+           break_even_per_day: float = math.inf) -> Recommendation:
     """The cheapest rung that can fix ``failure``, given the signals, with its reason.
 
     failure             a key of ``FAILURES``
     labelled_examples   clean input/output pairs you already have
     requests_per_day    production volume
     freshness           how often the facts change: "static", "monthly" or "daily"
-    break_even_per_day  the volume at which a fine-tune pays back (``break_even_requests_per_day``)
+    break_even_per_day  the volume at which a fine-tune pays back
+                        (``break_even_requests_per_day``)
     """
     if not isinstance(failure, str) or failure not in FAILURES:
-        raise ValueError(f"failure must be one of {', '.join(FAILURES)}; got {failure!r}")
+        raise ValueError(f"failure must be one of {', '.join(FAILURES)}; "
+                         f"got {failure!r}")
     n = _check_int("labelled_examples", labelled_examples)
     volume = _check_number("requests_per_day", requests_per_day)
     if freshness not in FRESHNESS:
-        raise ValueError(f"freshness must be one of {', '.join(FRESHNESS)}; got {freshness!r}")
-    if isinstance(break_even_per_day, bool) or not isinstance(break_even_per_day, (int, float)) \
-            or math.isnan(break_even_per_day) or break_even_per_day <= 0:
-        raise ValueError(f"break_even_per_day must be a number > 0 (math.inf allowed), got {break_even_per_day!r}")
+        raise ValueError(f"freshness must be one of {', '.join(FRESHNESS)}; "
+                         f"got {freshness!r}")
+    be = break_even_per_day
+    if (isinstance(be, bool) or not isinstance(be, (int, float))
+            or math.isnan(be) or be <= 0):
+        raise ValueError("break_even_per_day must be a number > 0 (math.inf "
+                         f"allowed), got {be!r}")
 
     if failure == "unmeasured":
-        return Recommendation("measure", "no failure is named yet: build a held-out eval of real requests, "
-                                         "then see which rung it points to")
+        return Recommendation("measure", "no failure is named yet: build a held-out "
+                              "eval of real requests, then see which rung it points to")
     if failure == "instructions":
-        return Recommendation("prompt", "the model already has the skill; a clearer instruction, an example "
-                                        "or constrained decoding switches it on in minutes")
+        return Recommendation("prompt", "the model already has the skill; a clearer "
+                              "instruction, an example or constrained decoding "
+                              "switches it on in minutes")
     if failure == "knowledge":
         why = {"daily": "the facts change daily, faster than any retraining loop",
-               "monthly": "the facts change monthly, and each change would mean a re-tune",
-               "static": "even static facts are unreliable in the weights: without many "
-                         "paraphrases recall is brittle, reversed questions fail, and "
-                         "aggressive runs overwrite old facts"}[freshness]
-        return Recommendation("rag", f"put the facts in the context: {why}; retrieval also gives citations")
+               "monthly": "the facts change monthly, and each change would mean a "
+                          "re-tune",
+               "static": "even static facts are unreliable in the weights: without "
+                         "many paraphrases recall is brittle, reversed questions "
+                         "fail, and aggressive runs overwrite old facts"}[freshness]
+        return Recommendation("rag", f"put the facts in the context: {why}; "
+                              "retrieval also gives citations")
     if failure == "behaviour":
         if n < MIN_EXAMPLES:
-            return Recommendation("collect data", f"a fine-tune can teach a new format or style, but {n} labelled "
-                                                  f"examples is under {MIN_EXAMPLES}: label more and build the "
-                                                  "eval set first")
-        return Recommendation("fine-tune", f"a saturated prompt cannot teach a behaviour the model never saw; "
-                                           f"{n} examples are enough for a LoRA run, checked on a held-out eval")
+            return Recommendation("collect data", "a fine-tune can teach a new format "
+                                  f"or style, but {n} labelled examples is under "
+                                  f"{MIN_EXAMPLES}: label more and build the eval "
+                                  "set first")
+        return Recommendation("fine-tune", "a saturated prompt cannot teach a "
+                              f"behaviour the model never saw; {n} examples are "
+                              "enough for a LoRA run, checked on a held-out eval")
     # failure == "cost"
-    if volume < break_even_per_day:
-        return Recommendation("prompt", f"{volume:,.0f} requests/day is below the break-even of "
-                                        f"{break_even_per_day:,.0f}: turn on prompt caching, trim the prompt, or "
-                                        "try a smaller model with the same prompt")
+    if volume < be:
+        return Recommendation("prompt", f"{volume:,.0f} requests/day is below the "
+                              f"break-even of {be:,.0f}: turn on prompt caching, trim "
+                              "the prompt, or try a smaller model with the same prompt")
     if n < MIN_EXAMPLES:
-        return Recommendation("collect data", f"the volume pays for a fine-tune, but {n} examples is under "
-                                              f"{MIN_EXAMPLES}: log the current model's outputs as labels first")
-    return Recommendation("fine-tune", f"{volume:,.0f} requests/day is above the break-even of "
-                                       f"{break_even_per_day:,.0f}: a tuned model that is cheaper per request "
-                                       "(a shorter prompt or a smaller model) pays back; keep the old one "
-                                       "as fallback")
+        return Recommendation("collect data", "the volume pays for a fine-tune, but "
+                              f"{n} examples is under {MIN_EXAMPLES}: log the current "
+                              "model's outputs as labels first")
+    return Recommendation("fine-tune", f"{volume:,.0f} requests/day is above the "
+                          f"break-even of {be:,.0f}: a tuned model that is cheaper "
+                          "per request (a shorter prompt or a smaller model) pays "
+                          "back; keep the old one as fallback")
 
 
-# --- retrieval, the toy way -------------------------------------------------------------
+# --- retrieval, the toy way ---------------------------------------------------------
 
-def with_retrieved_context(items, table, n_distractors: int = 2, seed: int = 0) -> list[str]:
-    """Chat prompts that put each item's fact, shuffled among ``n_distractors`` others from
-    ``table``, into the context block: what a retriever with imperfect precision returns.
+def with_retrieved_context(items, table, n_distractors: int = 2,
+                           seed: int = 0) -> list[str]:
+    """Chat prompts that put each item's fact, shuffled among ``n_distractors``
+    others from ``table``, into the context block: what a retriever with imperfect
+    precision returns.
 
-    ``items`` are fact items (their ``meta`` names the person and city), ``table`` is a list
-    of (name, city) pairs such as ``ftlab.NEW_FACTS``.
+    ``items`` are fact items (their ``meta`` names the person and city), ``table`` is
+    a list of (name, city) pairs such as ``ftlab.NEW_FACTS``.
     """
     import random
 
@@ -122,13 +136,16 @@ def with_retrieved_context(items, table, n_distractors: int = 2, seed: int = 0) 
     from .tasks import context_prompt
 
     table = list(table)
-    if isinstance(n_distractors, bool) or not isinstance(n_distractors, int) or not 0 <= n_distractors < len(table):
-        raise ValueError(f"n_distractors must be an int in [0, {len(table) - 1}], got {n_distractors!r}")
+    if (isinstance(n_distractors, bool) or not isinstance(n_distractors, int)
+            or not 0 <= n_distractors < len(table)):
+        raise ValueError(f"n_distractors must be an int in [0, {len(table) - 1}], "
+                         f"got {n_distractors!r}")
     rng = random.Random(shift(seed))
     prompts = []
     for it in items:
         if "name" not in it.meta or "city" not in it.meta:
-            raise ValueError(f"item {it.prompt!r} of task {it.task!r} is not a fact item (no name/city in meta)")
+            raise ValueError(f"item {it.prompt!r} of task {it.task!r} is not a fact "
+                             "item (no name/city in meta)")
         fact = (it.meta["name"], it.meta["city"])
         others = rng.sample([f for f in table if f != fact], n_distractors)
         facts = others + [fact]
@@ -161,30 +178,50 @@ def _request_usd(tokens: float, usd_per_mtok: float, cached: float, ratio: float
     return cost_per_request(tokens - cached, usd_per_mtok) + cost_per_request(cached, usd_per_mtok) * ratio
 
 
-def break_even_requests_per_day(tokens_before: float, tokens_after: float, usd_per_mtok_before: float,
-                                usd_per_mtok_after: float, fine_tune_usd: float, retune_usd: float = 0.0,
-                                retunes_per_year: float = 0.0, *, cached_tokens_before: float = 0.0,
-                                cached_tokens_after: float = 0.0, cached_price_ratio: float = 0.5,
-                                serving_usd_per_year: float = 0.0) -> float:
-    """Requests per day at which a year of per-request savings pays for a year of the fine-tune.
+def break_even_requests_per_day(tokens_before: float, tokens_after: float,
+                                usd_per_mtok_before: float, usd_per_mtok_after: float,
+                                fine_tune_usd: float, retune_usd: float = 0.0,
+                                retunes_per_year: float = 0.0, *,
+                                cached_tokens_before: float = 0.0,
+                                cached_tokens_after: float = 0.0,
+                                cached_price_ratio: float = 0.5,
+                                serving_usd_per_year: float = 0.0,
+                                out_tokens: float = 0.0,
+                                out_usd_per_mtok_before: float = 0.0,
+                                out_usd_per_mtok_after: float = 0.0) -> float:
+    """Requests per day at which a year of savings pays for a year of the fine-tune.
 
-    saving per request = cost_before − cost_after, each tokens × price, where the
-                         ``cached_tokens_*`` of a request (a static prefix the provider has
-                         cached) cost ``cached_price_ratio`` × price
+    saving per request = cost_before − cost_after; each is input tokens × input price
+                         (the ``cached_tokens_*``, a static prefix the provider has
+                         cached, at ``cached_price_ratio`` × price) plus
+                         ``out_tokens`` × output price
     break-even         = yearly_fixed_usd / (365 · saving per request)
 
+    The yearly cost amortises the first fine-tune over one year. The answer is as long
+    before and after, so ``out_tokens`` matters only when the output price changes (a
+    swap to a smaller model); left at 0, the break-even counts input alone.
+
     ``cached_price_ratio``: OpenAI bills cached input at 0.5× on GPT-4o and GPT-4o mini
-    (automatic for prompts of 1,024 tokens or more, "Prompt Caching in the API", Oct 2024);
-    Anthropic bills cache reads at 0.1× the input price. A tuned model can cost *more* per
-    token (hosted fine-tunes often do); if the saving is zero or negative the fine-tune
-    never pays back and the answer is ``math.inf``.
+    (automatic for prompts of 1,024 tokens or more, "Prompt Caching in the API", Oct
+    2024); Anthropic bills cache reads at 0.1× the input price. A tuned model can cost
+    *more* per token (hosted fine-tunes often do); if the saving is zero or negative the
+    fine-tune never pays back and the answer is ``math.inf``.
     """
     ratio = _check_number("cached_price_ratio", cached_price_ratio)
     if ratio > 1:
-        raise ValueError(f"cached_price_ratio is a fraction of the full price, so at most 1; got {cached_price_ratio!r}")
-    saving = (_request_usd(tokens_before, usd_per_mtok_before, cached_tokens_before, ratio, "before")
-              - _request_usd(tokens_after, usd_per_mtok_after, cached_tokens_after, ratio, "after"))
-    fixed = yearly_fixed_usd(fine_tune_usd, retune_usd, retunes_per_year, serving_usd_per_year)
+        raise ValueError("cached_price_ratio is a fraction of the full price, so at "
+                         f"most 1; got {cached_price_ratio!r}")
+    out = _check_number("out_tokens", out_tokens)
+    saving = (_request_usd(tokens_before, usd_per_mtok_before, cached_tokens_before,
+                           ratio, "before")
+              - _request_usd(tokens_after, usd_per_mtok_after, cached_tokens_after,
+                             ratio, "after")
+              + cost_per_request(out, _check_number("out_usd_per_mtok_before",
+                                                    out_usd_per_mtok_before))
+              - cost_per_request(out, _check_number("out_usd_per_mtok_after",
+                                                    out_usd_per_mtok_after)))
+    fixed = yearly_fixed_usd(fine_tune_usd, retune_usd, retunes_per_year,
+                             serving_usd_per_year)
     if saving <= 0:
         return math.inf
     return fixed / (365 * saving)
@@ -234,6 +271,30 @@ def check_break_even(fn) -> None:
     got = fn(*args)
     assert got == math.inf, f"a tuned model that costs more per request never pays back: expected inf, got {got!r}"
     _ok("break-even matches yearly cost / (365 · saving per request), and a negative saving never pays back")
+
+
+def check_swap_break_even(fn) -> None:
+    """``fn(in_tokens, out_tokens, in_before, out_before, in_after, out_after,
+    yearly_usd)``: the break-even of moving a request of fixed length to a cheaper model."""
+    cases = [
+        (1500, 300, 2.5, 10.0, 0.30, 1.20, 50_000),
+        (1500, 300, 2.5, 10.0, 0.0, 0.0, 85_040),
+        (1500, 0, 2.5, 10.0, 0.30, 1.20, 50_000),   # no output: input alone
+        (800, 200, 1.0, 4.0, 1.0, 1.0, 20_000),     # only the output price falls
+    ]
+    for i, o, ib, ob, ia, oa, fixed in cases:
+        want = break_even_requests_per_day(i, i, ib, ia, fixed, out_tokens=o,
+                                           out_usd_per_mtok_before=ob,
+                                           out_usd_per_mtok_after=oa)
+        got = float(fn(i, o, ib, ob, ia, oa, fixed))
+        assert math.isclose(got, want, rel_tol=1e-6), (
+            f"for {(i, o, ib, ob, ia, oa, fixed)}: expected {want:,.1f} requests/day, "
+            f"got {got:,.1f}")
+    got = fn(1000, 100, 1.0, 2.0, 1.5, 2.0, 10_000)
+    assert got == math.inf, ("a swap that makes requests dearer never pays back: "
+                             f"expected inf, got {got!r}")
+    _ok("the swap break-even counts input and output savings, and a dearer swap never "
+        "pays back")
 
 
 def check_triage(fn) -> None:

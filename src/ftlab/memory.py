@@ -7,7 +7,7 @@ What the estimates count, and what they leave out:
 
 - model weights, gradients and optimizer state, per parameter (the ZeRO accounting);
 - activations of the transformer layers (Korthikanti et al. 2022's accounting, applied
-  to a Llama block: no dropout, fused attention, SwiGLU; see ``activation_terms``);
+  to a Llama block as transformers and peft run it; see ``activation_terms``);
 - not counted: the CUDA context and kernels (often 0.5-1 GB), the allocator's
   fragmentation, temporary buffers (for example QLoRA's dequantized weight tile), and the
   logits of the output layer (batch · seq_len · vocab values, often kept in fp32 by the
@@ -175,10 +175,12 @@ def lora_params(shapes: Iterable[tuple[int, int]], r: int) -> int:
 # --- bytes per parameter ---
 
 def full_ft_bytes(n_params: float) -> dict[str, float]:
-    """Mixed-precision AdamW, 16 B/param: 2 (bf16 weights) + 2 (grads) + 12 (fp32 master, m, v).
+    """Mixed-precision AdamW, 16 B/param: 2 (bf16 weights) + 2 (grads) + 12 (fp32
+    master, m, v).
 
-    Rajbhandari et al. 2019 (ZeRO), section 3.1: 2Ψ + 2Ψ + KΨ bytes with K = 12 for Adam,
-    so 16Ψ; their 7.5B example needs 120 GB before activations.
+    Rajbhandari et al. 2019 (ZeRO), section 3.1: 2Ψ + 2Ψ + KΨ bytes with K = 12 for
+    Adam, so 16Ψ; their section 3.1 example, GPT-2 with 1.5B parameters, needs at least
+    24 GB, and their Figure 1 shows 7.5B needing 120 GB, both before activations.
     """
     n = _check_number("n_params", n_params)
     return _breakdown(weights=2 * n, trainable=n)
@@ -224,55 +226,105 @@ def bits_per_param_nf4(double_quant: bool = True, block_size: int = 64, dq_block
 
 
 def qlora_bytes(n_params: float, n_lora_params: float, n_unquantized: float = 0,
-                double_quant: bool = True, block_size: int = 64, dq_block: int = 256) -> dict[str, float]:
+                double_quant: bool = True, block_size: int = 64, dq_block: int = 256,
+                unquantized_bytes: int = 2) -> dict[str, float]:
     """NF4 base (≈ 0.516 B/param with double quantization) plus a 16 B/param adapter.
 
-    ``n_unquantized`` is the part of the base kept in bf16: bitsandbytes quantizes only
-    nn.Linear layers, and transformers leaves lm_head alone, so the embeddings, the head and
-    the norms stay at 2 B/param. ``memory_table`` fills it in from the shape.
+    ``n_unquantized`` is the part of the base that bitsandbytes leaves alone: it
+    quantizes only nn.Linear layers, and transformers skips lm_head, so the embeddings,
+    the head and the norms stay unquantized. ``memory_table`` fills it in from the
+    shape.
+    They take ``unquantized_bytes`` each: 2 as loaded in bf16; peft's
+    ``prepare_model_for_kbit_training`` casts every non-4-bit fp16/bf16 parameter to
+    fp32 (peft utils/other.py), so pass 4 for a model prepared that way.
     """
     n, k = _check_adapter(n_params, n_lora_params)
     u = _check_number("n_unquantized", n_unquantized, allow_zero=True)
     if u >= n:
-        raise ValueError(f"n_unquantized={n_unquantized!r} must be smaller than n_params={n_params!r}")
+        raise ValueError(f"n_unquantized={n_unquantized!r} must be smaller than "
+                         f"n_params={n_params!r}")
+    ub = _check_int("unquantized_bytes", unquantized_bytes)
     nf4 = (n - u) * bits_per_param_nf4(double_quant, block_size, dq_block) / 8
-    return _breakdown(weights=nf4 + 2 * u + 2 * k, trainable=k)
+    return _breakdown(weights=nf4 + ub * u + 2 * k, trainable=k)
 
 
 # --- activations ---
 
-def activation_terms(shape: ModelShape, batch: int, seq_len: int, bytes_per_value: int = 2,
-                     flash_attention: bool = True, dropout: bool = False,
-                     mlp: str = "swiglu") -> dict[str, float]:
-    """Bytes one transformer layer keeps for the backward pass, tensor group by tensor group.
+@dataclass(frozen=True)
+class Adapters:
+    """LoRA adapters as peft runs them, for ``activation_terms``: what they keep.
 
-    The accounting is Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
-    Transformer Models"), section 4.1, which lists what a GPT-3 layer stores with 16-bit
-    values and no tensor or sequence parallelism (b batch, s tokens, h hidden, a heads):
+    The base weights are frozen, so the base linear layers keep no input of their own
+    (a frozen weight needs none); each adapter keeps the input of ``lora_A`` and the
+    r-wide input of ``lora_B``. peft 0.21's ``lora.Linear.forward`` first casts the
+    input to the adapter's dtype, and ``get_peft_model`` upcasts adapters to fp32 by
+    default (``autocast_adapter_dtype=True``):
 
-    - attention: the shared input of Q/K/V (2sbh), Q and K (4sbh), the softmax output
-      (2as²b), its dropout mask (as²b) and dropout output (2as²b), V (2sbh), the input of
-      the output projection (2sbh) and the output dropout mask (sbh): 11sbh + 5as²b;
-    - MLP: the input (2sbh), the GeLU input and output (8sbh each, a 4h MLP) and the
-      dropout mask (sbh): 19sbh;
-    - the two layer norms' inputs: 4sbh.
+    - ``copy_bytes=4``: no autocast; every adapted module keeps its own fp32 copy, so
+      q, k and v keep three copies of the one input they share;
+    - ``copy_bytes=2``: bf16 autocast (Trainer's ``bf16=True``); lora_A recasts the
+      fp32 copy to bf16 and keeps that, still one copy per module;
+    - ``copy_bytes=None``: no cast (adapters in the input's dtype, or QLoRA under
+      autocast: peft lora/bnb.py casts only when autocast is off); modules that share an
+      input keep it once, as full fine-tuning does.
 
-    Summed: sbh·(34 + 5as/h), the paper's equation 1, which ``mlp="gelu"``,
-    ``dropout=True``, ``flash_attention=False`` reproduces exactly for a 4h MLP.
+    ``lora_dropout=True`` (any p > 0) adds ``dropout(x)``, a copy per module, and its
+    mask, counted at 1 byte per value as on GPU (PyTorch's CPU kernel keeps the mask in
+    the input's dtype).
+    """
 
-    A Llama-2 block differs in four ways, and the defaults follow it:
+    r: int = 16
+    target_modules: tuple[str, ...] = LLAMA_MODULES
+    copy_bytes: int | None = 2
+    lora_dropout: bool = False
 
-    - no dropout (``attention_dropout: 0.0`` in its config.json, and no other dropout
-      layer), so the masks and the stored dropout outputs go;
-    - attention runs in a fused kernel: transformers uses PyTorch SDPA by default, and
-      FlashAttention (Dao et al. 2022) never stores the s×s matrix, only the output and
-      one fp32 log-sum-exp per query row and head (4·a·s·b bytes);
-    - a SwiGLU MLP of width f = d_ff: down_proj(silu(gate_proj(x)) * up_proj(x)) keeps
-      x (2sbh) and four f-wide tensors (gate, up, silu(gate), the product): 2sbh + 8sbf;
-    - and grouped-query attention stores K and V at n_kv_heads·head_dim wide.
+    def __post_init__(self):
+        _check_int("r", self.r)
+        if isinstance(self.target_modules, str):
+            raise TypeError("target_modules must be a list of names, got the string "
+                            f"{self.target_modules!r}")
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        for m in self.target_modules:
+            if m not in LLAMA_MODULES:
+                raise ValueError(f"unknown module {m!r}; "
+                                 f"known: {', '.join(LLAMA_MODULES)}")
+        if not self.target_modules:
+            raise ValueError("target_modules is empty")
+        if self.copy_bytes is not None:
+            _check_int("copy_bytes", self.copy_bytes)
+        _check_bool("lora_dropout", self.lora_dropout)
 
-    Not counted: the embeddings, the logits and the loss (see the module docstring); fp32
-    copies that an unfused RMSNorm keeps; LoRA's own r-wide tensors.
+
+def activation_terms(shape: ModelShape, batch: int, seq_len: int,
+                     bytes_per_value: int = 2, flash_attention: bool = True,
+                     dropout: bool = False, mlp: str = "swiglu",
+                     accounting: str = "transformers",
+                     adapters: Adapters | None = None) -> dict[str, float]:
+    """Bytes one transformer layer keeps for the backward pass, by tensor group.
+
+    The list is Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+    Transformer Models"), section 4.1: what a GPT-3 layer keeps, with 16-bit values
+    (b batch, s tokens, h hidden, a heads). ``accounting="korthikanti"``,
+    ``mlp="gelu"``, ``dropout=True``, ``flash_attention=False`` gives their equation 1,
+    sbh·(34 + 5as/h), exactly.
+
+    The defaults describe Llama-2 as transformers trains it (modeling_llama.py):
+
+    - no dropout (``attention_dropout: 0.0`` in its config.json);
+    - fused attention (PyTorch SDPA by default; FlashAttention, Dao et al. 2022): no
+      s×s matrix, only the output and one fp32 log-sum-exp per row and head;
+    - a SwiGLU MLP of width f: it keeps gate, silu(gate), up and their product;
+    - grouped-query attention keeps K and V at n_kv_heads·head_dim wide;
+    - ``accounting="transformers"``: LlamaRMSNorm upcasts its input to fp32 and keeps
+      that (4 bytes per value) and, when the norm weight trains, its 16-bit normalised
+      output too; eager attention keeps the softmax in fp32 plus its 16-bit copy,
+      (4 + 2)·a·s²·b bytes, where the paper counts 2, and K and V after ``repeat_kv``
+      (so at full width even under grouped-query attention).
+
+    ``adapters=None`` is full fine-tuning: every linear layer keeps its input for its
+    weight's gradient. With ``Adapters`` (LoRA under peft) the base layers keep none and
+    the adapters keep their own copies (see ``Adapters``). Not counted: the embeddings,
+    the logits and the loss (see the module docstring).
     """
     _check_shape(shape)
     b, s = _check_int("batch", batch), _check_int("seq_len", seq_len)
@@ -281,46 +333,87 @@ def activation_terms(shape: ModelShape, batch: int, seq_len: int, bytes_per_valu
     _check_bool("dropout", dropout)
     if mlp not in ("swiglu", "gelu"):
         raise ValueError(f"mlp must be 'swiglu' (Llama) or 'gelu' (GPT), got {mlp!r}")
-    h, a = shape.d_model, shape.n_heads
+    if accounting not in ("transformers", "korthikanti"):
+        raise ValueError("accounting must be 'transformers' or 'korthikanti', "
+                         f"got {accounting!r}")
+    if adapters is not None:
+        if not isinstance(adapters, Adapters):
+            raise TypeError(f"adapters must be an Adapters or None, got {adapters!r}")
+        if mlp != "swiglu":
+            raise ValueError("adapters follow the Llama layout: use mlp='swiglu'")
+    h, a, f = shape.d_model, shape.n_heads, shape.d_ff
     kv = shape.n_kv_heads * shape.head_dim
-    sbh, as2b = s * b * h, a * s * s * b
-    mask = 1  # a dropout mask takes one byte per value
-    attn = v * s * b * (h + h + kv + kv + h)  # q/k/v input, Q, K, V, o_proj input
+    sb, as2b = s * b, a * s * s * b
+    mask = 1  # a dropout mask takes one byte per value (on GPU)
+    if not flash_attention and accounting == "transformers":
+        kv = h  # eager attention keeps K and V after repeat_kv, at all a heads' width
+    # Q, K, V, kept by the attention whatever trains; a fused kernel also keeps its
+    # output, which is o_proj's input.
+    attn = v * sb * (h + 2 * kv) + flash_attention * v * sb * h
     if flash_attention:
         # The kernel recomputes the scores in the backward pass (and regenerates any
         # dropout mask from the RNG state); it keeps one fp32 log-sum-exp per row.
         scores = 4 * a * s * b
     else:
-        scores = v * as2b + (dropout * (mask * as2b + v * as2b))
-    if mlp == "swiglu":
-        mlp_bytes = v * sbh + 4 * v * s * b * shape.d_ff
+        probs = 4 + v if accounting == "transformers" else v  # fp32 softmax + copy
+        scores = probs * as2b + dropout * (mask * as2b + v * as2b)
+    # The MLP's elementwise tensors: SwiGLU keeps gate, silu(gate), up; GeLU its input.
+    mlp_bytes = v * sb * f * (3 if mlp == "swiglu" else 1)
+    # The inputs of the linear layers, by input: width and the modules that read it.
+    # (GeLU's fc2 input is the GeLU output, f wide, like SwiGLU's down_proj input.)
+    groups = [(h, ("q_proj", "k_proj", "v_proj")), (h, ("o_proj",)),
+              (h, ("gate_proj", "up_proj")), (f, ("down_proj",))]
+    linear, masks = 0, dropout * 2 * mask * sb * h  # after attention and after the MLP
+    for width, modules in groups:
+        fused_output = modules == ("o_proj",) and flash_attention  # already kept above
+        if adapters is None:
+            linear += 0 if fused_output else v * sb * width
+            continue
+        adapted = [m for m in modules if m in adapters.target_modules]
+        if adapters.copy_bytes is None and not adapters.lora_dropout:
+            if adapted and not fused_output:
+                linear += v * sb * width  # the shared input, kept once
+            own = v
+        else:
+            own = v if adapters.copy_bytes is None else adapters.copy_bytes
+            linear += len(adapted) * own * sb * width  # one copy per adapted module
+        linear += len(adapted) * own * sb * adapters.r  # lora_B's input, r wide
+        masks += adapters.lora_dropout * len(adapted) * mask * sb * width
+    if accounting == "transformers":
+        # RMSNorm keeps its fp32 input and the fp32 1/rms per row; a trainable weight
+        # also needs the 16-bit normalised tensor.
+        norms = 2 * (4 * sb * h + 4 * sb + (adapters is None) * v * sb * h)
     else:
-        mlp_bytes = v * sbh + 2 * v * s * b * shape.d_ff
-    masks = dropout * 2 * mask * sbh  # after the attention output and after the MLP
+        norms = 2 * v * sb * h
     return {"attention": float(attn), "scores": float(scores), "mlp": float(mlp_bytes),
-            "norms": float(2 * v * sbh), "dropout_masks": float(masks)}
+            "linear_inputs": float(linear), "norms": float(norms),
+            "dropout_masks": float(masks)}
 
 
 def activation_bytes(shape: ModelShape, batch: int, seq_len: int, checkpointing: bool,
                      bytes_per_value: int = 2, flash_attention: bool = True,
-                     dropout: bool = False, mlp: str = "swiglu") -> float:
+                     dropout: bool = False, mlp: str = "swiglu",
+                     accounting: str = "transformers",
+                     adapters: Adapters | None = None) -> float:
     """Activation memory of all the transformer layers, kept for the backward pass.
 
-    One layer is ``sum(activation_terms(...).values())``. The defaults describe Llama-2 as
-    transformers trains it (fused attention, no dropout, SwiGLU): about 37.5·sbh per
-    layer for 7B, 10 GB at batch 1 × 2,048 tokens. ``flash_attention=False`` adds the s×s
-    softmax output (eager attention, the worst case), and ``dropout=True, mlp="gelu"`` is
-    Korthikanti et al.'s GPT-3 layer, sbh·(34 + 5as/h).
+    One layer is ``sum(activation_terms(...).values())``. The defaults describe full
+    fine-tuning of Llama-2 under transformers (SDPA attention, no dropout, SwiGLU, fp32
+    RMSNorm inputs): about 45.6·sbh per layer for 7B, 12 GB at batch 1 × 2,048 tokens.
+    ``flash_attention=False`` is eager attention, which keeps the s×s softmax in fp32
+    plus a 16-bit copy: the worst case.
 
-    With full checkpointing (Korthikanti et al., section 5) only each layer's 16-bit input
-    stays, 2·sbh bytes per layer, plus one layer's activations while it is recomputed.
+    With full checkpointing (Korthikanti et al., section 5) only each layer's 16-bit
+    input stays, 2·sbh bytes per layer, plus one layer's activations while it is
+    recomputed.
 
-    LoRA and QLoRA get the same figure: adapters on every linear layer need those layers'
-    inputs for their own gradients.
+    LoRA under peft keeps *more* than full fine-tuning without checkpointing: each
+    adapted module keeps its own cast copy of its input (pass ``adapters``).
     """
     _check_bool("checkpointing", checkpointing)
-    layer = sum(activation_terms(shape, batch, seq_len, bytes_per_value, flash_attention,
-                                 dropout, mlp).values())
+    layer = sum(activation_terms(shape, batch, seq_len, bytes_per_value,
+                                 flash_attention, dropout, mlp, accounting,
+                                 adapters).values())
     if not checkpointing:
         return float(shape.n_layers * layer)
     sbh = seq_len * batch * shape.d_model
@@ -358,25 +451,35 @@ def gpu_cost(hours: float, usd_per_hour: float) -> float:
 
 # --- the table ---
 
-def memory_table(shape: ModelShape, r: int = 16, target_modules: Sequence[str] = LLAMA_MODULES,
-                 batch: int = 1, seq_len: int = 2048, checkpointing: bool = True,
-                 flash_attention: bool = True) -> list[dict]:
+def memory_table(shape: ModelShape, r: int = 16,
+                 target_modules: Sequence[str] = LLAMA_MODULES, batch: int = 1,
+                 seq_len: int = 2048, checkpointing: bool = True,
+                 flash_attention: bool = True, autocast: bool = True,
+                 lora_dropout: bool = False) -> list[dict]:
     """One row per method (full FT, LoRA, QLoRA) with its memory in GB (1e9 bytes).
 
     Checkpointing is on by default, as in the QLoRA recipes, and attention is a fused
-    kernel (SDPA/FlashAttention), as transformers runs it by default. Activations are the
-    same for all three rows (see ``activation_bytes``); nothing is sharded across GPUs.
+    kernel (SDPA/FlashAttention), as transformers runs it by default. The LoRA and QLoRA
+    rows count what peft's adapters keep (see ``Adapters``): with ``autocast`` (bf16, as
+    Trainer runs it) LoRA keeps a bf16 copy of the input per adapted module and QLoRA
+    none; without it both keep fp32 copies. Nothing is sharded across GPUs.
     """
     _check_shape(shape)
+    _check_bool("autocast", autocast)
     n = shape.n_params
     k = lora_params(target_shapes(shape, target_modules), r)
     # Whatever is not a block linear layer stays bf16 under QLoRA.
     unquantized = max(n - _linear_params(shape), 0)
-    act = activation_bytes(shape, batch, seq_len, checkpointing, flash_attention=flash_attention)
+    mods = tuple(target_modules)
+    runs = (("full FT", n, full_ft_bytes(n), None),
+            (f"LoRA r={r}", k, lora_bytes(n, k),
+             Adapters(r, mods, 2 if autocast else 4, lora_dropout)),
+            (f"QLoRA r={r}", k, qlora_bytes(n, k, unquantized),
+             Adapters(r, mods, None if autocast else 4, lora_dropout)))
     rows = []
-    for method, trainable, parts in (("full FT", n, full_ft_bytes(n)),
-                                     (f"LoRA r={r}", k, lora_bytes(n, k)),
-                                     (f"QLoRA r={r}", k, qlora_bytes(n, k, unquantized))):
+    for method, trainable, parts, adapters in runs:
+        act = activation_bytes(shape, batch, seq_len, checkpointing,
+                               flash_attention=flash_attention, adapters=adapters)
         rows.append({
             "method": method,
             "trainable_params": int(trainable),
