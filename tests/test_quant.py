@@ -187,6 +187,38 @@ def test_gptq_beats_rtn_on_correlated_inputs(bits):
     assert min(ratios) > 1.5, ratios                                 # measured about 1.9-2.1
 
 
+@pytest.mark.parametrize("group_size", [None, 8])
+def test_gptq_act_order_is_gptq_on_permuted_columns(group_size):
+    g = gen(8)
+    W = torch.randn(8, 24, generator=g, dtype=torch.float64)
+    X = torch.randn(64, 24, generator=g, dtype=torch.float64)
+    X = X / X.norm(dim=0) * torch.linspace(0.5, 5.0, 24, dtype=torch.float64)   # H[i, i] grows
+    rev = torch.arange(23, -1, -1)                                    # so act-order = reversed
+    got = gptq_quantize(W, X, 3, group_size=group_size, block_size=5, act_order=True)
+    want = obs_reference(W[:, rev], X[:, rev], 3, group_size)[:, rev]
+    torch.testing.assert_close(got, want)
+    plain = gptq_quantize(W, X, 3, group_size=group_size, block_size=5)
+    assert not torch.allclose(got, plain)                           # the order matters
+    # Already in decreasing order: act-order changes nothing.
+    torch.testing.assert_close(gptq_quantize(W[:, rev], X[:, rev], 3, group_size, act_order=True),
+                               gptq_quantize(W[:, rev], X[:, rev], 3, group_size))
+
+
+@pytest.mark.parametrize("bits,group_size", [(3, None), (4, None), (4, 32)])
+def test_gptq_act_order_helps_when_a_few_inputs_dominate(bits, group_size):
+    ratios = []
+    for seed in range(3):
+        g = gen(300 + seed)
+        W = torch.randn(64, 128, generator=g)
+        X = correlated_inputs(400 + seed)
+        X[:, torch.randperm(128, generator=g)[:8]] *= 10              # a few high-energy inputs
+        e_nat = ((W - gptq_quantize(W, X, bits, group_size)) @ X.T).norm()
+        e_ao = ((W - gptq_quantize(W, X, bits, group_size, act_order=True)) @ X.T).norm()
+        ratios.append((e_nat / e_ao).item())
+    print("natural/act-order output error", bits, group_size, ratios)
+    assert min(ratios) > 1.3, ratios                                 # measured about 1.6-1.8
+
+
 # --- AWQ ------------------------------------------------------------------------------
 
 def test_awq_beats_rtn_with_salient_channels():
@@ -307,6 +339,7 @@ W_OK, X_OK = torch.randn(4, 8), torch.randn(16, 8)
     (lambda: gptq_quantize(W_OK, X_OK, 10), ValueError, "10"),
     (lambda: gptq_quantize(W_OK, X_OK, 4, damp=-0.1), ValueError, "-0.1"),
     (lambda: gptq_quantize(W_OK, X_OK, 4, group_size=5), ValueError, "5"),
+    (lambda: gptq_quantize(W_OK, X_OK, 4, act_order="yes"), TypeError, "yes"),
     (lambda: awq_scales(W_OK, X_OK, 4, n_grid=0), ValueError, "0"),
     (lambda: smooth(W_OK, X_OK, alpha=1.5), ValueError, "1.5"),
     (lambda: int8_outlier_matmul(X_OK, W_OK, threshold=0), ValueError, "0"),
@@ -416,6 +449,8 @@ def test_layer_sensitivity_covers_each_layer(tiny):
     (lambda m: quantize_model(m, "rtn", 4, names=["layers.0.attn.x_proj"]), ValueError, "x_proj"),
     (lambda m: quantize_model(m, "rtn", 4, bits_for={"nope": 8}), ValueError, "nope"),
     (lambda m: quantize_model(m, "gptq", 4, calib={}), ValueError, "q_proj"),
+    (lambda m: quantize_model(m, "rtn", 4, act_order=True), ValueError, "rtn"),
+    (lambda m: quantize_model(m, "gptq", 4, act_order=1), TypeError, "1"),
     (lambda m: linear_names("model"), TypeError, "str"),
     (lambda m: eval_batch(["add"], n_per_task=0), ValueError, "0"),
     (lambda m: eval_batch(["nosuchtask"]), ValueError, "nosuchtask"),
