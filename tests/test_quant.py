@@ -9,7 +9,7 @@ from ftlab.quant import (
     dequantize_nf4, double_dequantize, double_quantize, fake_quantize, fp4_e2m1_values,
     fp8_roundtrip, gguf_nbytes, gguf_roundtrip, gptq_hessian, gptq_quantize, int8_absmax_matmul,
     int8_outlier_matmul, int8_vectorwise_matmul, model_bytes, nf4_codebook, outlier_features,
-    pack_4bit, quant_params, quantize_fp8, quantize_nf4, quantize_q4_0, relative_error,
+    pack_4bit, quant_params, quantize_fp8, quantize_nf4, quantize_q4_0, quantize_q8_0, relative_error,
     rtn_quantize, smooth, smooth_scales, unpack_4bit, w8a8_matmul, zeropoint_params,
 )
 
@@ -281,6 +281,43 @@ def test_smoothquant_cuts_w8a8_error():
 
 
 # --- GGUF blocks and FP8 ----------------------------------------------------------------
+
+def test_gguf_q8_0_and_q4_0_bytes_match_gguf_py():
+    """Pack ftlab's codes into ggml's block structs; gguf-py must produce the same bytes."""
+    gguf_quants = pytest.importorskip("gguf.quants")
+    from gguf import GGMLQuantizationType
+    np = pytest.importorskip("numpy")
+    w = torch.randn(64, 1024, generator=gen(30)) * 0.02
+    q, d = quantize_q8_0(w)                                           # block_q8_0: fp16 d, 32 int8
+    ours = np.concatenate([d.numpy().view(np.uint8).reshape(-1, 2),
+                           q.numpy().astype(np.int8).view(np.uint8).reshape(-1, 32)], axis=1)
+    ref = gguf_quants.quantize(w.numpy(), GGMLQuantizationType.Q8_0)
+    assert (ours.reshape(ref.shape) == ref).all()
+    q, d = quantize_q4_0(w)                                           # block_q4_0: fp16 d, 16 bytes
+    q = q.numpy().reshape(-1, 32).astype(np.uint8)
+    nibbles = q[:, :16] | (q[:, 16:] << 4)                            # first 16 in the low nibbles
+    ours = np.concatenate([d.numpy().view(np.uint8).reshape(-1, 2), nibbles], axis=1)
+    ref = gguf_quants.quantize(w.numpy(), GGMLQuantizationType.Q4_0)
+    assert (ours.reshape(ref.shape) == ref).all()
+
+
+def test_nf4_matches_bitsandbytes_quantize_4bit():
+    bnbf = pytest.importorskip("bitsandbytes.functional")
+    x = torch.randn(4096, generator=gen(31))
+    packed, state = bnbf.quantize_4bit(x, blocksize=64, quant_type="nf4")
+    codes, absmax = quantize_nf4(x, 64)
+    assert torch.equal(pack_4bit(codes.to(torch.uint8)).reshape(-1), packed.reshape(-1))
+    torch.testing.assert_close(absmax.reshape(-1), state.absmax.reshape(-1))
+    torch.testing.assert_close(dequantize_nf4(codes, absmax, x.shape, 64),
+                               bnbf.dequantize_4bit(packed, state).reshape(-1))
+
+
+def test_gguf_layouts_match_gguf_py_sizes():
+    gguf = pytest.importorskip("gguf")
+    for name, lay in LAYOUTS.items():
+        block, nbytes = gguf.GGML_QUANT_SIZES[getattr(gguf.GGMLQuantizationType, name)]
+        assert (lay.block_weights, lay.block_bytes) == (block, nbytes), name
+
 
 def test_gguf_layouts_bits_per_weight():
     assert {t: LAYOUTS[t].block_bytes for t in LAYOUTS} == {"Q8_0": 34, "Q4_0": 18, "Q4_K": 144}
