@@ -135,6 +135,19 @@ def test_lora_merge_equals_unmerged():
         torch.testing.assert_close(merged(x), layer(x))
 
 
+def test_lora_merge_in_bf16_rounds_once():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(64, 64).to(torch.bfloat16), r=4, lora_alpha=8)
+    with torch.no_grad():
+        layer.lora_B.normal_(std=1e-3)                 # a small update, as after fine-tuning
+    W, A, B = (t.detach().float() for t in (layer.base.weight, layer.lora_A, layer.lora_B))
+    exact = W + layer.scaling * (B @ A)
+    merged = layer.merge().weight.float()
+    assert torch.equal(merged, exact.to(torch.bfloat16).float())      # one rounding only
+    naive = (layer.base.weight + layer.scaling * (layer.lora_B @ layer.lora_A)).float()
+    assert (merged - exact).abs().sum() <= (naive - exact).abs().sum()
+
+
 def test_lora_param_count_4096():
     layer = LoRALinear(nn.Linear(4096, 4096, bias=False), r=16, lora_alpha=32)
     assert count_trainable(layer) == 131_072 == 16 * (4096 + 4096)

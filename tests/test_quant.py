@@ -9,7 +9,7 @@ from ftlab.quant import (
     dequantize_nf4, double_dequantize, double_quantize, fake_quantize, fp4_e2m1_values,
     fp8_roundtrip, gguf_nbytes, gguf_roundtrip, gptq_hessian, gptq_quantize, int8_absmax_matmul,
     int8_outlier_matmul, int8_vectorwise_matmul, model_bytes, nf4_codebook, outlier_features,
-    pack_4bit, quant_params, quantize_fp8, quantize_nf4, quantize_q4_0, relative_error,
+    pack_4bit, quant_params, quantize_fp8, quantize_nf4, quantize_q4_0, quantize_q8_0, relative_error,
     rtn_quantize, smooth, smooth_scales, unpack_4bit, w8a8_matmul, zeropoint_params,
 )
 
@@ -187,6 +187,38 @@ def test_gptq_beats_rtn_on_correlated_inputs(bits):
     assert min(ratios) > 1.5, ratios                                 # measured about 1.9-2.1
 
 
+@pytest.mark.parametrize("group_size", [None, 8])
+def test_gptq_act_order_is_gptq_on_permuted_columns(group_size):
+    g = gen(8)
+    W = torch.randn(8, 24, generator=g, dtype=torch.float64)
+    X = torch.randn(64, 24, generator=g, dtype=torch.float64)
+    X = X / X.norm(dim=0) * torch.linspace(0.5, 5.0, 24, dtype=torch.float64)   # H[i, i] grows
+    rev = torch.arange(23, -1, -1)                                    # so act-order = reversed
+    got = gptq_quantize(W, X, 3, group_size=group_size, block_size=5, act_order=True)
+    want = obs_reference(W[:, rev], X[:, rev], 3, group_size)[:, rev]
+    torch.testing.assert_close(got, want)
+    plain = gptq_quantize(W, X, 3, group_size=group_size, block_size=5)
+    assert not torch.allclose(got, plain)                           # the order matters
+    # Already in decreasing order: act-order changes nothing.
+    torch.testing.assert_close(gptq_quantize(W[:, rev], X[:, rev], 3, group_size, act_order=True),
+                               gptq_quantize(W[:, rev], X[:, rev], 3, group_size))
+
+
+@pytest.mark.parametrize("bits,group_size", [(3, None), (4, None), (4, 32)])
+def test_gptq_act_order_helps_when_a_few_inputs_dominate(bits, group_size):
+    ratios = []
+    for seed in range(3):
+        g = gen(300 + seed)
+        W = torch.randn(64, 128, generator=g)
+        X = correlated_inputs(400 + seed)
+        X[:, torch.randperm(128, generator=g)[:8]] *= 10              # a few high-energy inputs
+        e_nat = ((W - gptq_quantize(W, X, bits, group_size)) @ X.T).norm()
+        e_ao = ((W - gptq_quantize(W, X, bits, group_size, act_order=True)) @ X.T).norm()
+        ratios.append((e_nat / e_ao).item())
+    print("natural/act-order output error", bits, group_size, ratios)
+    assert min(ratios) > 1.3, ratios                                 # measured about 1.6-1.8
+
+
 # --- AWQ ------------------------------------------------------------------------------
 
 def test_awq_beats_rtn_with_salient_channels():
@@ -250,6 +282,43 @@ def test_smoothquant_cuts_w8a8_error():
 
 # --- GGUF blocks and FP8 ----------------------------------------------------------------
 
+def test_gguf_q8_0_and_q4_0_bytes_match_gguf_py():
+    """Pack ftlab's codes into ggml's block structs; gguf-py must produce the same bytes."""
+    gguf_quants = pytest.importorskip("gguf.quants")
+    from gguf import GGMLQuantizationType
+    np = pytest.importorskip("numpy")
+    w = torch.randn(64, 1024, generator=gen(30)) * 0.02
+    q, d = quantize_q8_0(w)                                           # block_q8_0: fp16 d, 32 int8
+    ours = np.concatenate([d.numpy().view(np.uint8).reshape(-1, 2),
+                           q.numpy().astype(np.int8).view(np.uint8).reshape(-1, 32)], axis=1)
+    ref = gguf_quants.quantize(w.numpy(), GGMLQuantizationType.Q8_0)
+    assert (ours.reshape(ref.shape) == ref).all()
+    q, d = quantize_q4_0(w)                                           # block_q4_0: fp16 d, 16 bytes
+    q = q.numpy().reshape(-1, 32).astype(np.uint8)
+    nibbles = q[:, :16] | (q[:, 16:] << 4)                            # first 16 in the low nibbles
+    ours = np.concatenate([d.numpy().view(np.uint8).reshape(-1, 2), nibbles], axis=1)
+    ref = gguf_quants.quantize(w.numpy(), GGMLQuantizationType.Q4_0)
+    assert (ours.reshape(ref.shape) == ref).all()
+
+
+def test_nf4_matches_bitsandbytes_quantize_4bit():
+    bnbf = pytest.importorskip("bitsandbytes.functional")
+    x = torch.randn(4096, generator=gen(31))
+    packed, state = bnbf.quantize_4bit(x, blocksize=64, quant_type="nf4")
+    codes, absmax = quantize_nf4(x, 64)
+    assert torch.equal(pack_4bit(codes.to(torch.uint8)).reshape(-1), packed.reshape(-1))
+    torch.testing.assert_close(absmax.reshape(-1), state.absmax.reshape(-1))
+    torch.testing.assert_close(dequantize_nf4(codes, absmax, x.shape, 64),
+                               bnbf.dequantize_4bit(packed, state).reshape(-1))
+
+
+def test_gguf_layouts_match_gguf_py_sizes():
+    gguf = pytest.importorskip("gguf")
+    for name, lay in LAYOUTS.items():
+        block, nbytes = gguf.GGML_QUANT_SIZES[getattr(gguf.GGMLQuantizationType, name)]
+        assert (lay.block_weights, lay.block_bytes) == (block, nbytes), name
+
+
 def test_gguf_layouts_bits_per_weight():
     assert {t: LAYOUTS[t].block_bytes for t in LAYOUTS} == {"Q8_0": 34, "Q4_0": 18, "Q4_K": 144}
     assert bits_per_weight("Q8_0") == 8.5
@@ -307,6 +376,7 @@ W_OK, X_OK = torch.randn(4, 8), torch.randn(16, 8)
     (lambda: gptq_quantize(W_OK, X_OK, 10), ValueError, "10"),
     (lambda: gptq_quantize(W_OK, X_OK, 4, damp=-0.1), ValueError, "-0.1"),
     (lambda: gptq_quantize(W_OK, X_OK, 4, group_size=5), ValueError, "5"),
+    (lambda: gptq_quantize(W_OK, X_OK, 4, act_order="yes"), TypeError, "yes"),
     (lambda: awq_scales(W_OK, X_OK, 4, n_grid=0), ValueError, "0"),
     (lambda: smooth(W_OK, X_OK, alpha=1.5), ValueError, "1.5"),
     (lambda: int8_outlier_matmul(X_OK, W_OK, threshold=0), ValueError, "0"),
@@ -416,6 +486,8 @@ def test_layer_sensitivity_covers_each_layer(tiny):
     (lambda m: quantize_model(m, "rtn", 4, names=["layers.0.attn.x_proj"]), ValueError, "x_proj"),
     (lambda m: quantize_model(m, "rtn", 4, bits_for={"nope": 8}), ValueError, "nope"),
     (lambda m: quantize_model(m, "gptq", 4, calib={}), ValueError, "q_proj"),
+    (lambda m: quantize_model(m, "rtn", 4, act_order=True), ValueError, "rtn"),
+    (lambda m: quantize_model(m, "gptq", 4, act_order=1), TypeError, "1"),
     (lambda m: linear_names("model"), TypeError, "str"),
     (lambda m: eval_batch(["add"], n_per_task=0), ValueError, "0"),
     (lambda m: eval_batch(["nosuchtask"]), ValueError, "nosuchtask"),

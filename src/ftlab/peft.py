@@ -121,11 +121,17 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with weight W0 + scaling · B A: zero extra latency at inference."""
+        """A plain ``nn.Linear`` with weight W0 + scaling · B A: zero extra latency at inference.
+
+        The sum is formed in fp32 and cast once to the base's dtype: adding a small update
+        to a bf16 weight in bf16 would round part of it away twice. The LoRA layer itself
+        is left intact, so the merge can be undone by keeping it.
+        """
         b, w = self.base, self.base.weight
         merged = nn.Linear(b.in_features, b.out_features, bias=b.bias is not None,
                            device=w.device, dtype=w.dtype)
-        merged.weight.copy_(w + self.scaling * (self.lora_B @ self.lora_A))
+        delta = self.scaling * (self.lora_B.float() @ self.lora_A.float())
+        merged.weight.copy_((w.float() + delta).to(w.dtype))
         if b.bias is not None:
             merged.bias.copy_(b.bias)
         return merged.requires_grad_(False)

@@ -16,6 +16,12 @@ GPTQ's two tricks make this fast and stable:
 Details as in the reference (IST-DASLab/gptq ``gptq.py``, ``fasterquant``): lazy blocks of
 128 columns by default, damping by ``damp`` (1%, ``percdamp=.01``) of the mean diagonal of H, dead inputs (H[i, i] = 0) get H[i, i] = 1 and
 weight 0, and per-channel scales are fixed from the original W before the sweep.
+
+``act_order=True`` is the reference's ``--act-order`` (``desc_act`` in GPTQConfig, AutoGPTQ
+and GPTQModel): quantize the columns in order of decreasing H[i, i], the inputs with the
+largest energy first, while many columns are still free to absorb their error; then undo
+the permutation. With groups, a group is a run of g columns *in that order*, so a packed
+checkpoint must store each column's group index (``g_idx``).
 """
 from __future__ import annotations
 
@@ -31,14 +37,15 @@ def gptq_hessian(X: Tensor) -> Tensor:
 
 
 def gptq_quantize(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None,
-                  block_size: int = 128, damp: float = 0.01, symmetric: bool = False) -> Tensor:
+                  block_size: int = 128, damp: float = 0.01, symmetric: bool = False,
+                  act_order: bool = False) -> Tensor:
     """GPTQ-quantize W (out, in) using calibration inputs X (n, in); returns the dequantized weight.
 
     ``group_size``: None = one scale per output row, fixed before the sweep; int g = new
     scales for each run of g input columns, computed when the group starts from the
     weights as they are then, error updates included. ``symmetric`` defaults to False, the
     reference's default (its ``--sym`` flag is off); pass the same value to ``rtn_quantize``
-    when comparing the two.
+    when comparing the two. ``act_order``: quantize columns by decreasing Hessian diagonal.
 
     One deliberate difference from the reference: when a group starts inside a lazy block,
     the reference reads the group from the full matrix, which does not yet hold the
@@ -53,6 +60,8 @@ def gptq_quantize(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None,
     check_positive_int("block_size", block_size)
     if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 <= damp < 1:
         raise ValueError(f"damp must be a number in [0, 1), got {damp!r}")
+    if not isinstance(act_order, bool):
+        raise TypeError(f"act_order must be a bool, got {act_order!r}")
 
     in_dtype, dt = W.dtype, work_dtype(W)
     W = W.detach().to(dt).clone()
@@ -62,6 +71,9 @@ def gptq_quantize(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None,
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
+    if act_order:    # largest-energy inputs first; undone at the end
+        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
+        W, H = W[:, perm], H[perm][:, perm]
     H += damp * torch.diag(H).mean() * torch.eye(n_in, dtype=dt)
     # Upper Cholesky factor of H⁻¹: H → L (lower) → H⁻¹ → U with H⁻¹ = UᵀU.
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
@@ -87,6 +99,8 @@ def gptq_quantize(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None,
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]                            # the lazy batch update
+    if act_order:
+        Q = Q[:, torch.argsort(perm)]
     return Q.to(in_dtype)
 
 

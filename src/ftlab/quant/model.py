@@ -109,31 +109,41 @@ def capture_inputs(model: nn.Module, ids: torch.Tensor, names: Optional[Sequence
 
 
 def quantize_weight(W: torch.Tensor, X: Optional[torch.Tensor], method: str, bits: int,
-                    group_size: GroupSize = None) -> torch.Tensor:
-    """One weight (out, in) → its dequantized ``method`` version; X (n, in) is needed by gptq and awq."""
+                    group_size: GroupSize = None, act_order: bool = False) -> torch.Tensor:
+    """One weight (out, in) → its dequantized ``method`` version; X (n, in) is needed by gptq and awq.
+
+    ``act_order`` (gptq only): quantize columns by decreasing Hessian diagonal.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if act_order and method != "gptq":
+        raise ValueError(f"act_order applies to method 'gptq' only, got method {method!r}")
     if method == "rtn":
         return rtn_quantize(W, bits, group_size, symmetric=False)
     if X is None:
         raise ValueError(f"method {method!r} needs calibration inputs X")
     if method == "gptq":
-        return gptq_quantize(W, X, bits, group_size)
+        return gptq_quantize(W, X, bits, group_size, act_order=act_order)
     return awq_quantize(W, X, bits, group_size)
 
 
 @torch.no_grad()
 def quantize_model(model: nn.Module, method: str = "rtn", bits: int = 4, group_size: GroupSize = None,
                    calib: Optional[dict[str, torch.Tensor]] = None, names: Optional[Sequence[str]] = None,
-                   bits_for: Optional[dict[str, int]] = None) -> nn.Module:
+                   bits_for: Optional[dict[str, int]] = None, act_order: bool = False) -> nn.Module:
     """A quantized copy of ``model``: every layer in ``names`` (default all block linears) fake-quantized.
 
     ``calib`` is what :func:`capture_inputs` returns (needed by gptq and awq).
     ``bits_for`` overrides the bit-width per layer (mixed precision); a value of 16 keeps
     that layer in float. Biases stay in float, as in every weight-only scheme.
+    ``act_order`` (gptq only) is GPTQ's act-order / ``desc_act``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(act_order, bool):
+        raise TypeError(f"act_order must be a bool, got {act_order!r}")
+    if act_order and method != "gptq":
+        raise ValueError(f"act_order applies to method 'gptq' only, got method {method!r}")
     check_bits(bits)
     names = _check_names(model, names if names is not None else linear_names(model))
     bits_for = dict(bits_for or {})
@@ -152,7 +162,7 @@ def quantize_model(model: nn.Module, method: str = "rtn", bits: int = 4, group_s
             continue
         lin = modules[name]
         X = calib.get(name) if calib is not None else None
-        lin.weight.copy_(quantize_weight(lin.weight.detach(), X, method, b, group_size))
+        lin.weight.copy_(quantize_weight(lin.weight.detach(), X, method, b, group_size, act_order))
     return q
 
 

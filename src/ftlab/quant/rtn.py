@@ -3,8 +3,10 @@
 Two ways to put a grid on a range of numbers:
 
 * **absmax (symmetric)**: step = max|x| / (2^(b-1) − 1), integers −(2^(b-1)−1)..(2^(b-1)−1).
-  Zero is exact and no zero-point is stored, but one code is left unused: at 4 bit the grid
-  has 15 levels, −7..7, not 16.
+  Zero is exact and no zero-point is stored, but one code is left unused: at 4 bit this
+  *restricted* grid has 15 levels, −7..7. Other symmetric formats keep all 16 codes with a
+  lopsided range: GPTQ's ``sym=True`` (zero point fixed at 8, step 2·absmax/15) and
+  llama.cpp's Q4_0 (−8..7, see ``gguf.py``).
 * **zero-point (asymmetric)**: step = (max − min) / (2^b − 1), integers 0..2^b − 1 shifted by a
   stored zero-point. All 2^b levels are used and a lopsided range wastes none of them.
 
