@@ -282,3 +282,18 @@ def test_gate_per_task_tripwire_and_required_slices():
         release_gate({k: v for k, v in cand.items() if k != "safety"}, {k: v for k, v in base.items() if k != "safety"})
     with pytest.raises(ValueError, match="per_task_tolerance"):
         release_gate(cand, base, per_task_tolerance=2)
+
+
+def test_greedy_correct_agrees_with_score_on_a_fine_tuned_model():
+    # Review finding F-11: a fine-tune's outputs run on or collapse; the EOS condition must hold.
+    from ftlab.forgetting import SECOND_LETTER
+    from ftlab.gate import greedy_correct
+    model = ftlab.load("base")
+    ftlab.train(model, SECOND_LETTER.examples(256, seed=0, split="train"), steps=24, lr=3e-3, batch_size=16, seed=0)
+    tasks = ("add", "rev", "fact", "copy", "sort")
+    items = [it for t in tasks for it in ftlab.get_task(t).items(8, seed=2)] + SECOND_LETTER.items(16, seed=2)
+    fast = greedy_correct(model, items, [SECOND_LETTER])
+    ref = [c for t in tasks for c in ftlab.score(model, t, items=[it for it in items if it.task == t]).correct]
+    ref += ftlab.score(model, SECOND_LETTER, items=[it for it in items if it.task == "second"]).correct
+    assert fast == ref
+    assert 0 < sum(fast) < len(fast)  # a mix of right and wrong answers, so the test can tell
