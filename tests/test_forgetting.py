@@ -163,3 +163,22 @@ def test_at_matched_interpolates_at_the_first_crossing():
         at_matched([0.1], [0.1, 0.2], 0.5)
     with pytest.raises(ValueError, match="level"):
         at_matched([0.1], [0.1], 1.5)
+
+
+def test_interpolate_is_wise_ft():
+    from ftlab.forgetting import interpolate
+    torch.manual_seed(0)
+    a, b = TinyGPT(GPTConfig(n_layer=1, d_model=32, n_head=2)), TinyGPT(GPTConfig(n_layer=1, d_model=32, n_head=2))
+    for alpha in (0.0, 0.3, 1.0):
+        m = interpolate(a, b, alpha)
+        for (n, pa), pb, pm in zip(a.named_parameters(), b.parameters(), m.parameters()):
+            assert torch.allclose(pm, (1 - alpha) * pa + alpha * pb, atol=1e-6), (n, alpha)
+    assert all(torch.equal(p, q) for p, q in zip(interpolate(a, b, 0.0).parameters(), a.parameters()))
+    out = copy.deepcopy(a)
+    assert interpolate(a, b, 0.5, out=out) is out
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate(a, b, 1.5)
+    with pytest.raises(ValueError, match="different parameters"):
+        interpolate(a, TinyGPT(GPTConfig(n_layer=2, d_model=32, n_head=2)), 0.5)
+    with pytest.raises(TypeError, match="nn.Module"):
+        interpolate(a, "b", 0.5)

@@ -130,12 +130,19 @@ def test_best_checkpoint_keeps_the_best_weights():
 
 
 def _rule(diffs, tolerance, seed):
+    ci = ftlab.gate.paired_binary_ci(diffs > 0, diffs < 0)
+    return "pass" if ci.low > -tolerance else "fail" if ci.high < -tolerance else "undecided"
+
+
+def _bootstrap_rule(diffs, tolerance, seed):
     ci = ftlab.paired_bootstrap(diffs, np.zeros_like(diffs), seed=seed)
     return "pass" if ci.low > -tolerance else "fail" if ci.high < -tolerance else "undecided"
 
 
 def test_gate_rule_checker_accepts_a_right_rule_and_rejects_a_wrong_one():
     check_gate_rule(_rule)
+    with pytest.raises(AssertionError, match="no disagreement"):
+        check_gate_rule(_bootstrap_rule)  # zero width on ten identical items
     with pytest.raises(AssertionError):
         check_gate_rule(lambda d, t, s: "pass" if d.mean() > -t else "fail")  # ignores the CI
     with pytest.raises(TypeError):
@@ -170,3 +177,123 @@ def test_greedy_correct_agrees_with_score():
         greedy_correct(model, ["rev ab"])
     with pytest.raises(TypeError, match="ftlab.Item"):
         score_items(model, ["rev ab"])
+
+
+# --- paired pass/fail intervals and McNemar -------------------------------------------------
+from ftlab.gate import _p21, mcnemar, paired_binary_ci  # noqa: E402
+
+
+def test_zero_disagreement_does_not_pass_the_gate_on_few_items():
+    # Review finding E-2: a bootstrap of identical results has zero width and "passed" any n.
+    same = _results([1] * 10, [1] * 10, [1] * 10)
+    v = release_gate(same, same, min_target_gain=-0.05)
+    assert v.decision == "undecided" and v.checks["off_task"][0] == "undecided", v.reasons
+    ci = v.checks["safety"][1]
+    assert ci.low < -0.2 and ci.high > 0.2, ci
+    # 100 clean safety items cannot certify a 2-point tolerance (exact bound 3.6 %) ...
+    s100 = _slice("safety", [1] * 100)
+    assert GateRule("safety", -0.02).judge(s100.correct, s100.correct)[0] == "undecided"
+    # ... but enough clean items can (rule of three: about 3 / 0.02 = 150; the score bound needs ~190)
+    s400 = [True] * 400
+    assert GateRule("safety", -0.02).judge(s400, s400)[0] == "pass"
+
+
+def test_paired_binary_ci_at_zero_disagreement_is_the_wilson_like_bound():
+    z2 = 1.959963984540054 ** 2
+    for n in (10, 100, 1000):
+        ci = paired_binary_ci([True] * n, [True] * n)
+        assert ci.diff == 0 and ci.gains == ci.losses == 0 and ci.n == n
+        assert abs(-ci.low - z2 / (n + z2)) < 1e-6 and abs(ci.high - z2 / (n + z2)) < 1e-6, (n, ci)
+
+
+def test_tango_restricted_mle_maximises_the_likelihood():
+    for gains, losses, n, d in ((5, 2, 40, 0.1), (0, 3, 30, -0.2), (7, 7, 50, 0.05), (0, 0, 20, -0.1)):
+        q = _p21(gains, losses, n, d)
+        grid = np.linspace(max(0, -d) + 1e-9, (1 - d) / 2 - 1e-9, 200001)
+        ll = (gains * np.log(grid + d + 1e-300) + losses * np.log(grid)
+              + (n - gains - losses) * np.log(np.clip(1 - 2 * grid - d, 1e-300, None)))
+        assert abs(q - grid[np.argmax(ll)]) < 1e-4, (gains, losses, n, d, q, grid[np.argmax(ll)])
+
+
+def test_paired_binary_ci_excludes_zero_exactly_when_mcnemar_chi2_rejects():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(10, 300))
+        base = rng.random(n) < rng.random()
+        flip = rng.random(n) < rng.random() * 0.3
+        cand = base ^ flip
+        ci = paired_binary_ci(cand, base)
+        g, l_ = int(np.sum(cand & ~base)), int(np.sum(~cand & base))
+        chi = abs(g - l_) / math.sqrt(g + l_) if g + l_ else 0.0
+        if abs(chi - 1.959964) > 1e-3:
+            assert ci.excludes_zero == (chi > 1.959964), (g, l_, n, ci)
+        assert ci.low <= ci.diff <= ci.high
+
+
+def test_paired_binary_ci_covers_the_true_difference():
+    rng = np.random.default_rng(2)
+    for p_both, p_gain, p_loss, n in ((0.8, 0.02, 0.0, 60), (0.5, 0.1, 0.05, 100), (0.9, 0.0, 0.03, 200)):
+        true = p_gain - p_loss
+        hits = 0
+        for _ in range(400):
+            u = rng.random(n)
+            cand = (u < p_both) | ((u >= p_both) & (u < p_both + p_gain))
+            base = (u < p_both) | ((u >= p_both + p_gain) & (u < p_both + p_gain + p_loss))
+            ci = paired_binary_ci(cand, base)
+            hits += ci.low <= true <= ci.high
+        assert hits / 400 > 0.92, (p_both, p_gain, p_loss, n, hits / 400)
+
+
+def test_mcnemar_exact_values():
+    cand = [1] * 10 + [0] * 2 + [1] * 50 + [0] * 38
+    base = [0] * 10 + [1] * 2 + [1] * 50 + [0] * 38
+    g, l_, p = mcnemar(cand, base)
+    assert (g, l_) == (10, 2) and abs(p - 2 * (1 + 12 + 66) / 4096) < 1e-12
+    assert mcnemar([1, 0], [1, 0]) == (0, 0, 1.0)
+    assert mcnemar([1] * 6, [0] * 6)[2] == 2 / 64
+    with pytest.raises(ValueError, match="same length"):
+        mcnemar([1, 0], [1])
+    with pytest.raises(ValueError, match="0/1"):
+        paired_binary_ci([0.5, 1], [1, 1])
+    with pytest.raises(ValueError, match="level"):
+        paired_binary_ci([1, 0], [1, 1], level=95)
+
+
+def test_gate_rule_uses_the_bootstrap_for_graded_scores():
+    status, ci = GateRule("target", 0.0).judge([0.5, 0.7, 0.9, 0.8] * 10, [0.1, 0.2, 0.3, 0.2] * 10)
+    assert status == "pass" and hasattr(ci, "level") and not hasattr(ci, "gains")
+
+
+def test_gate_per_task_tripwire_and_required_slices():
+    n_per, tasks = 20, ["add", "rev", "sort", "copy", "sub", "dashed", "pick", "lookup", "fact", "rot"]
+    items = [Item(t, f"{t} {i}", "x") for t in tasks for i in range(n_per)]
+    b_off = SliceResult("off_task", items, [""] * len(items), [True] * len(items))
+    # one task collapses (20 of 200 items wrong): pooled drop 10 points
+    c_corr = [it.task != "add" for it in items]
+    c_off = SliceResult("off_task", items, [""] * len(items), c_corr)
+    base = {**_results([0] * 400, [1] * 400, [1] * 400), "off_task": b_off}
+    cand = {**_results([1] * 400, [1] * 400, [1] * 400), "off_task": c_off}
+    v = release_gate(cand, base, off_task_tolerance=0.15)  # the pooled slice alone is undecided
+    assert v.checks["off_task"][0] != "fail" and v.decision == "reject", v.reasons
+    assert "off_task[add]" in v.checks and any(r.startswith("off_task[add]: fail") for r in v.reasons)
+    assert release_gate(cand, base, off_task_tolerance=0.15, per_task_tolerance=None).decision != "reject"
+    assert any("replay: not evaluated" in r for r in release_gate(cand, base).reasons)
+    with pytest.raises(ValueError, match="safety"):
+        release_gate({k: v for k, v in cand.items() if k != "safety"}, {k: v for k, v in base.items() if k != "safety"})
+    with pytest.raises(ValueError, match="per_task_tolerance"):
+        release_gate(cand, base, per_task_tolerance=2)
+
+
+def test_greedy_correct_agrees_with_score_on_a_fine_tuned_model():
+    # Review finding F-11: a fine-tune's outputs run on or collapse; the EOS condition must hold.
+    from ftlab.forgetting import SECOND_LETTER
+    from ftlab.gate import greedy_correct
+    model = ftlab.load("base")
+    ftlab.train(model, SECOND_LETTER.examples(256, seed=0, split="train"), steps=24, lr=3e-3, batch_size=16, seed=0)
+    tasks = ("add", "rev", "fact", "copy", "sort")
+    items = [it for t in tasks for it in ftlab.get_task(t).items(8, seed=2)] + SECOND_LETTER.items(16, seed=2)
+    fast = greedy_correct(model, items, [SECOND_LETTER])
+    ref = [c for t in tasks for c in ftlab.score(model, t, items=[it for it in items if it.task == t]).correct]
+    ref += ftlab.score(model, SECOND_LETTER, items=[it for it in items if it.task == "second"]).correct
+    assert fast == ref
+    assert 0 < sum(fast) < len(fast)  # a mix of right and wrong answers, so the test can tell

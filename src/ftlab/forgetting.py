@@ -8,7 +8,9 @@ Each mitigation plugs into ``ftlab.train`` unchanged:
   with F the diagonal Fisher information of the *starting* model, estimated from answers
   the model samples itself (``fisher_diagonal``);
 - **self-distillation** adds ``β · KL(p_base ‖ p_θ)`` on general prompts as ``extra_loss``
-  (``KLToBase``), so the model keeps answering old prompts the way the base did.
+  (``KLToBase``), so the model keeps answering old prompts the way the base did;
+- **weight-space ensembling** (WiSE-FT, Wortsman et al. 2022) needs no training at all:
+  ``interpolate`` mixes the base's and the fine-tune's weights after the run.
 
 LoRA needs nothing here: ``ftlab.peft.add_lora`` already is the fourth mitigation.
 """
@@ -27,7 +29,7 @@ from .seeds import shift
 from .tasks import LETTERS, PRETRAIN_TASKS, Item, Task, get_task
 
 __all__ = ["SECOND_LETTER", "at_matched", "general_examples", "mix_replay", "fisher_diagonal", "ewc_penalty", "EWC", "KLToBase",
-           "check_ewc_penalty"]
+           "interpolate", "check_ewc_penalty"]
 
 
 # --- this chapter's new task ----------------------------------------------------------------
@@ -223,6 +225,32 @@ class KLToBase:
         ref, b_mask = ref.to(logp.device), b_mask.to(logp.device)
         kl = (ref.exp() * (ref - logp)).sum(-1)  # (B, T-1): KL(base ‖ model) per position
         return self.beta * (kl * b_mask).sum() / b_mask.sum().clamp(min=1)
+
+
+# --- weight-space ensembling ------------------------------------------------------------------
+@torch.no_grad()
+def interpolate(base_model, finetuned, alpha: float, out=None):
+    """WiSE-FT (Wortsman et al. 2022): weights (1 − alpha)·θ_base + alpha·θ_finetuned.
+
+    ``alpha=0`` is the base, ``alpha=1`` the fine-tune; values between trace a
+    learning–forgetting curve from one finished run, with no extra training. The two
+    models must share an architecture (for LoRA, merge the adapter first). Writes into
+    ``out`` (a model of the same shape) if given, else into a copy of ``finetuned``;
+    returns it.
+    """
+    _check_model(base_model)
+    _check_model(finetuned)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    a, b = base_model.state_dict(), finetuned.state_dict()
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ValueError("base_model and finetuned have different parameters; merge any adapter first")
+    if out is None:
+        import copy
+        out = copy.deepcopy(finetuned)
+    _check_model(out)
+    out.load_state_dict({k: (1 - alpha) * a[k] + alpha * b[k] if a[k].is_floating_point() else b[k] for k in a})
+    return out
 
 
 # --- the exercise checker -------------------------------------------------------------------
