@@ -1,0 +1,388 @@
+"""The lab's model in the real stack: transformers, peft, TRL, bitsandbytes and GGUF.
+
+``to_transformers(model)`` copies a TinyGPT into an ``OPTForCausalLM`` with the same
+numbers, and ``tokenizer()`` builds a ``PreTrainedTokenizerFast`` for the course's
+characters with the chat template written in Jinja. From there every real library
+works on the model the chapters trained.
+
+Why OPT and not GPT-2? Both are pre-LayerNorm decoders with learned absolute positions,
+GELU and biases, so either maps exactly. OPT fits with no reshaping and no extra
+arguments: separate ``q_proj``/``k_proj``/``v_proj`` linears (GPT-2 fuses them into one
+transposed ``Conv1D``, so a peft ``target_modules=["q_proj"]`` cannot pick out the
+queries), ``fc1``/``fc2`` plain linears, and position ids counted from the attention
+mask (``OPTLearnedPositionalEmbedding``), which is exactly what TinyGPT does for a
+left-padded batch. GPT-2 in transformers 5 counts positions from the first column
+unless every caller passes ``position_ids``.
+
+The transformers, peft, TRL, bitsandbytes and gguf imports live inside the functions:
+``import ftlab`` stays fast and works without them (``pip install -e .[stack]``).
+
+The ``*_config`` functions at the bottom build the config objects that the chapters'
+"In the real stack" boxes show; ``tests/test_real_stack.py`` constructs every one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .model import TinyGPT
+from .tokenizer import ASSISTANT, EOS, EOS_ID, PAD, PAD_ID, USER, VOCAB
+
+# OPT's learned position table starts at row 2 (a fairseq heritage: rows 0-1 were for
+# padding); modeling_opt.OPTLearnedPositionalEmbedding adds this offset.
+OPT_POSITION_OFFSET = 2
+
+# The chat template of ftlab.chat.apply_chat_template in Jinja. {% generation %} marks
+# what the assistant writes (its answer and the end marker, not the "◆" that opens the
+# turn): apply_chat_template(return_assistant_tokens_mask=True) turns it into the mask
+# TRL's assistant_only_loss trains on, the same mask as ftlab.sft_tensors.
+CHAT_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{%- if m['role'] != ['user', 'assistant'][loop.index0 % 2] -%}"
+    "{{ raise_exception('turns must alternate user, assistant, ...') }}"
+    "{%- endif -%}"
+    "{%- if m['role'] == 'user' -%}" + USER + "{{ m['content'] }}"
+    "{%- else -%}" + ASSISTANT + "{% generation %}{{ m['content'] }}" + EOS + "{% endgeneration %}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}" + ASSISTANT + "{%- endif -%}"
+)
+
+
+def quiet() -> None:
+    """Silence the libraries' progress bars and info logs (the book renders every line)."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity_error()
+
+
+def _check_tinygpt(model) -> None:
+    if not isinstance(model, TinyGPT):
+        raise TypeError(f"expected a TinyGPT (ftlab.load(...)), got {type(model).__name__}")
+
+
+def opt_config(model: TinyGPT):
+    """The ``OPTConfig`` with TinyGPT's sizes: pre-LN, exact GELU, biases, untied embeddings."""
+    from transformers import OPTConfig
+
+    _check_tinygpt(model)
+    c = model.config
+    return OPTConfig(
+        vocab_size=c.vocab_size, hidden_size=c.d_model, num_hidden_layers=c.n_layer,
+        num_attention_heads=c.n_head, ffn_dim=c.mlp_ratio * c.d_model,
+        max_position_embeddings=c.block_size, word_embed_proj_dim=c.d_model,
+        do_layer_norm_before=True, activation_function="gelu", enable_bias=True,
+        layer_norm_elementwise_affine=True, tie_word_embeddings=False,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0,
+        pad_token_id=PAD_ID, bos_token_id=EOS_ID, eos_token_id=EOS_ID,
+    )
+
+
+def _opt_state_dict(model: TinyGPT) -> dict[str, torch.Tensor]:
+    """TinyGPT's tensors under OPT's names."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    pos = sd.pop("embed_positions.weight")
+    # Rows 0 and 1 are never used by a real token; OPT puts padding at row 1 (position
+    # -1 + 2), and TinyGPT clamps padding to position 0, so copy position 0 there too.
+    out = {
+        "model.decoder.embed_tokens.weight": sd.pop("embed_tokens.weight"),
+        "model.decoder.embed_positions.weight": torch.cat([pos[:1], pos[:1], pos]),
+        "model.decoder.final_layer_norm.weight": sd.pop("ln_f.weight"),
+        "model.decoder.final_layer_norm.bias": sd.pop("ln_f.bias"),
+        "lm_head.weight": sd.pop("lm_head.weight"),
+    }
+    names = {"ln_1": "self_attn_layer_norm", "ln_2": "final_layer_norm",
+             "attn.q_proj": "self_attn.q_proj", "attn.k_proj": "self_attn.k_proj",
+             "attn.v_proj": "self_attn.v_proj", "attn.o_proj": "self_attn.out_proj",
+             "mlp.up_proj": "fc1", "mlp.down_proj": "fc2"}
+    for key in list(sd):
+        _, i, rest = key.split(".", 2)          # layers.{i}.{module}.{weight|bias}
+        module, kind = rest.rsplit(".", 1)
+        out[f"model.decoder.layers.{i}.{names[module]}.{kind}"] = sd.pop(key)
+    return out
+
+
+def to_transformers(model: TinyGPT):
+    """An ``OPTForCausalLM`` that computes the same logits as ``model`` (eval mode, float32)."""
+    from transformers import OPTForCausalLM
+
+    _check_tinygpt(model)
+    quiet()
+    hf = OPTForCausalLM(opt_config(model))
+    missing, unexpected = hf.load_state_dict(_opt_state_dict(model), strict=False)
+    if missing or unexpected:  # a transformers release that renames a module lands here
+        raise RuntimeError(f"OPT layout changed: missing {missing}, unexpected {unexpected}")
+    hf.generation_config.pad_token_id = PAD_ID
+    hf.generation_config.eos_token_id = EOS_ID
+    return hf.eval()
+
+
+def tokenizer():
+    """A ``PreTrainedTokenizerFast``: one token per character, the course's ids, the chat template."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({ch: i for i, ch in enumerate(VOCAB)}, unk_token=PAD))
+    # Every character is its own word; Fuse joins them back without spaces.
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS,
+                                   padding_side="left", clean_up_tokenization_spaces=False,
+                                   model_max_length=96)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _check_ids(text: str, ids: Sequence[int]) -> None:
+    # The fast tokenizer maps an unknown character to PAD; ftlab.encode raises instead.
+    if PAD_ID in ids and PAD not in text:
+        raise ValueError(f"{text!r} has a character outside the course vocabulary")
+
+
+def logits_gap(model: TinyGPT, hf_model, prompts: Sequence[str]) -> float:
+    """Largest |logit difference| between TinyGPT and its export on a left-padded batch, real tokens only."""
+    from .tokenizer import encode, pad_batch
+
+    ids, mask = pad_batch([encode(p) for p in prompts], side="left")
+    with torch.no_grad():
+        ours = model(ids, attention_mask=mask)
+        theirs = hf_model(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    return float((ours[real] - theirs[real]).abs().max())
+
+
+def hf_generate(hf_model, tok, prompts: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+    """Greedy answers from ``hf_model.generate`` on a left-padded batch, EOS and padding removed."""
+    batch = tok(list(prompts), return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = hf_model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    new = out[:, batch["input_ids"].shape[1]:]
+    texts = tok.batch_decode(new, skip_special_tokens=False)
+    return [t.split(EOS)[0].replace(PAD, "") for t in texts]
+
+
+def save_pretrained(model: TinyGPT, path: str | Path):
+    """Export ``model`` and the tokenizer to ``path`` (safetensors); returns the folder."""
+    path = Path(path)
+    to_transformers(model).save_pretrained(path, safe_serialization=True)
+    tokenizer().save_pretrained(path)
+    return path
+
+
+def load_causal_lm(name_or_path: str | Path):
+    """(model, tokenizer) from a folder or a hub id: the export, or any causal LM."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet()
+    tok = AutoTokenizer.from_pretrained(str(name_or_path))
+    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), use_safetensors=True)
+    if tok.pad_token is None:  # Llama-style tokenizers ship without one
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+# --- peft ---------------------------------------------------------------------------
+
+def lora_config(target_modules=("q_proj", "v_proj"), r: int = 4, lora_alpha: float = 8,
+                lora_dropout: float = 0.0, **kwargs):
+    """peft's ``LoraConfig`` for a causal LM; the names are those of OPT, Llama and TinyGPT alike."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                      target_modules=list(target_modules), bias="none", task_type="CAUSAL_LM",
+                      **kwargs)
+
+
+def copy_lora_to_ftlab(peft_layer, base: torch.nn.Linear):
+    """An ``ftlab.peft.LoRALinear`` on ``base`` with the A, B and scaling of a peft LoRA layer."""
+    from .peft import LoRALinear
+
+    A = peft_layer.lora_A["default"].weight
+    r = A.shape[0]
+    ours = LoRALinear(base, r=r, lora_alpha=peft_layer.scaling["default"] * r)
+    with torch.no_grad():
+        ours.lora_A.copy_(A)
+        ours.lora_B.copy_(peft_layer.lora_B["default"].weight)
+    return ours
+
+
+# --- TRL ----------------------------------------------------------------------------
+
+def sft_dataset(examples):
+    """A ``datasets.Dataset`` of chat ``messages`` from ftlab chat Examples (``▶prompt◆`` + answer)."""
+    from datasets import Dataset
+
+    rows = []
+    for ex in examples:
+        p = ex.prompt
+        if not (p.startswith(USER) and p.endswith(ASSISTANT)):
+            raise ValueError(f"expected a chat prompt '▶...◆', got {p!r}")
+        rows.append({"messages": [{"role": "user", "content": p[1:-1]},
+                                  {"role": "assistant", "content": ex.completion}]})
+    return Dataset.from_list(rows)
+
+
+def preference_dataset(pairs):
+    """A ``datasets.Dataset`` of conversational preference pairs from ``ftlab.align.PreferencePair``s."""
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {"prompt": [{"role": "user", "content": p.prompt}],
+         "chosen": [{"role": "assistant", "content": p.chosen}],
+         "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs])
+
+
+def _quiet(kwargs: dict) -> dict:
+    # A run of tens of steps on a CPU: no checkpoints, no reports, no progress bars.
+    base = dict(output_dir=kwargs.pop("output_dir", "trl-out"), report_to="none", save_strategy="no",
+                logging_steps=1, disable_tqdm=True, use_cpu=True, seed=kwargs.pop("seed", 0),
+                dataloader_num_workers=0)
+    base.update(kwargs)
+    return base
+
+
+def sft_config(**kwargs):
+    """TRL ``SFTConfig``: loss on the assistant's tokens only, sequences packed into rows."""
+    from trl import SFTConfig
+
+    args = dict(assistant_only_loss=True, packing=True, max_length=96, learning_rate=1e-3,
+                per_device_train_batch_size=16, max_steps=10)
+    args.update(kwargs)
+    return SFTConfig(**_quiet(args))
+
+
+def dpo_config(**kwargs):
+    """TRL ``DPOConfig``: the sigmoid loss of Rafailov et al. 2023 at beta = 0.1."""
+    from trl import DPOConfig
+
+    args = dict(beta=0.1, loss_type=["sigmoid"], max_length=96, learning_rate=1e-3,
+                per_device_train_batch_size=16, max_steps=10)
+    args.update(kwargs)
+    return DPOConfig(**_quiet(args))
+
+
+def grpo_config(**kwargs):
+    """TRL ``GRPOConfig``: groups of 8 samples per prompt, no KL term (beta = 0), as TRL defaults."""
+    from trl import GRPOConfig
+
+    args = dict(num_generations=8, max_completion_length=16, beta=0.0, learning_rate=1e-3,
+                per_device_train_batch_size=32, max_steps=5, temperature=1.0)
+    args.update(kwargs)
+    return GRPOConfig(**_quiet(args))
+
+
+def verifier_reward(task):
+    """A TRL reward function: 1.0 when the course's verifier accepts the completion, else 0.0."""
+    from .tasks import Item, get_task
+
+    t = get_task(task) if isinstance(task, str) else task
+
+    def reward(prompts, completions, answer, **_):
+        out = []
+        for c, a in zip(completions, answer):
+            text = c[0]["content"] if isinstance(c, list) else c
+            out.append(float(t.verify(Item("", a), text.split(EOS)[0])))
+        return out
+
+    reward.__name__ = f"verifier_{t.name}"
+    return reward
+
+
+# --- bitsandbytes and GGUF ----------------------------------------------------------
+
+def bnb_4bit_config(**kwargs):
+    """transformers' ``BitsAndBytesConfig`` for QLoRA: NF4, double quantization, bf16 compute."""
+    from transformers import BitsAndBytesConfig
+
+    args = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16)
+    args.update(kwargs)
+    return BitsAndBytesConfig(**args)
+
+
+def gguf_pack(type_name: str, w: torch.Tensor) -> bytes:
+    """The raw ggml block bytes of ``w`` in Q8_0 or Q4_0, built from ``ftlab.quant.gguf``."""
+    from .quant.gguf import quantize_q4_0, quantize_q8_0
+
+    if type_name == "Q8_0":
+        q, d = quantize_q8_0(w)
+        blocks = [d.view(torch.uint8).reshape(-1, 2), q.view(torch.uint8)]
+    elif type_name == "Q4_0":
+        q, d = quantize_q4_0(w)
+        # ggml packs element j in the low nibble and element j + 16 in the high nibble.
+        packed = q[:, :16] | (q[:, 16:] << 4)
+        blocks = [d.view(torch.uint8).reshape(-1, 2), packed]
+    else:
+        raise ValueError(f"type_name must be 'Q8_0' or 'Q4_0', got {type_name!r}")
+    return torch.cat(blocks, dim=1).contiguous().numpy().tobytes()
+
+
+def write_gguf(model: TinyGPT, path: str | Path, type_name: str = "Q8_0") -> Path:
+    """Write ``model`` to a GGUF file with the ``gguf`` package: 2-D weights in ``type_name``."""
+    import gguf
+    import numpy as np
+
+    _check_tinygpt(model)
+    qtype = {"Q8_0": gguf.GGMLQuantizationType.Q8_0, "Q4_0": gguf.GGMLQuantizationType.Q4_0}
+    if type_name not in qtype:
+        raise ValueError(f"type_name must be 'Q8_0' or 'Q4_0', got {type_name!r}")
+    c = model.config
+    w = gguf.GGUFWriter(str(path), arch="gpt2")
+    w.add_context_length(c.block_size)
+    w.add_embedding_length(c.d_model)
+    w.add_block_count(c.n_layer)
+    w.add_feed_forward_length(c.mlp_ratio * c.d_model)
+    w.add_head_count(c.n_head)
+    w.add_layer_norm_eps(1e-5)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(list(VOCAB))
+    w.add_eos_token_id(EOS_ID)
+    w.add_pad_token_id(PAD_ID)
+    w.add_chat_template(CHAT_TEMPLATE)
+    for name, t in model.state_dict().items():
+        a = t.detach().float().numpy()
+        if a.ndim == 2 and a.shape[1] % 32 == 0:
+            raw = np.frombuffer(gguf.quantize(a, qtype[type_name]).tobytes(), dtype=np.uint8)
+            w.add_tensor(name, raw.reshape(a.shape[0], -1), raw_dtype=qtype[type_name])
+        else:
+            w.add_tensor(name, a)   # biases and norms stay float32, as llama.cpp keeps them
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)
+
+
+def read_gguf(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a GGUF file back and dequantize every tensor to float32, in TinyGPT's shapes."""
+    import gguf
+
+    r = gguf.GGUFReader(str(path))
+    out = {}
+    for t in r.tensors:
+        a = gguf.dequantize(t.data, t.tensor_type)
+        shape = tuple(int(s) for s in reversed(t.shape.tolist()))  # ggml lists dims innermost first
+        out[t.name] = torch.from_numpy(a.copy()).float().reshape(shape)
+    return out
+
+
+def gguf_raw_tensors(path: str | Path) -> dict[str, tuple[str, bytes]]:
+    """Each tensor's ggml type name and its raw bytes, as stored in the file."""
+    import gguf
+
+    r = gguf.GGUFReader(str(path))
+    return {t.name: (t.tensor_type.name, t.data.tobytes()) for t in r.tensors}
+
+
+def param_bytes(model) -> int:
+    """Bytes held by a model's parameters and buffers (what ``get_memory_footprint`` counts)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters()) + \
+        sum(b.numel() * b.element_size() for b in model.buffers())
+
