@@ -288,7 +288,7 @@ def verifier_reward(task):
         out = []
         for c, a in zip(completions, answer):
             text = c[0]["content"] if isinstance(c, list) else c
-            out.append(float(t.verify(Item("", a), text.split(EOS)[0])))
+            out.append(float(t.verify(Item(t.name, "", a), text.split(EOS)[0])))
         return out
 
     reward.__name__ = f"verifier_{t.name}"
