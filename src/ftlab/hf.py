@@ -84,27 +84,35 @@ def opt_config(model: TinyGPT):
     )
 
 
-def _opt_state_dict(model: TinyGPT) -> dict[str, torch.Tensor]:
-    """TinyGPT's tensors under OPT's names."""
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    pos = sd.pop("embed_positions.weight")
-    # Rows 0 and 1 are never used by a real token; OPT puts padding at row 1 (position
-    # -1 + 2), and TinyGPT clamps padding to position 0, so copy position 0 there too.
-    out = {
-        "model.decoder.embed_tokens.weight": sd.pop("embed_tokens.weight"),
-        "model.decoder.embed_positions.weight": torch.cat([pos[:1], pos[:1], pos]),
-        "model.decoder.final_layer_norm.weight": sd.pop("ln_f.weight"),
-        "model.decoder.final_layer_norm.bias": sd.pop("ln_f.bias"),
-        "lm_head.weight": sd.pop("lm_head.weight"),
-    }
-    names = {"ln_1": "self_attn_layer_norm", "ln_2": "final_layer_norm",
+# TinyGPT module name -> OPT module name, inside each block (layers.{i} -> model.decoder.layers.{i}).
+OPT_NAMES = {"ln_1": "self_attn_layer_norm", "ln_2": "final_layer_norm",
              "attn.q_proj": "self_attn.q_proj", "attn.k_proj": "self_attn.k_proj",
              "attn.v_proj": "self_attn.v_proj", "attn.o_proj": "self_attn.out_proj",
              "mlp.up_proj": "fc1", "mlp.down_proj": "fc2"}
-    for key in list(sd):
-        _, i, rest = key.split(".", 2)          # layers.{i}.{module}.{weight|bias}
-        module, kind = rest.rsplit(".", 1)
-        out[f"model.decoder.layers.{i}.{names[module]}.{kind}"] = sd.pop(key)
+_TOP = {"embed_tokens": "model.decoder.embed_tokens", "embed_positions": "model.decoder.embed_positions",
+        "ln_f": "model.decoder.final_layer_norm", "lm_head": "lm_head"}
+
+
+def opt_name(key: str) -> str:
+    """The OPT state-dict key of a TinyGPT key, e.g. ``layers.0.mlp.up_proj.weight`` -> ``...fc1.weight``."""
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {type(key).__name__}")
+    module, _, kind = key.rpartition(".")
+    if module in _TOP:
+        return f"{_TOP[module]}.{kind}"
+    parts = module.split(".", 2)
+    if len(parts) == 3 and parts[0] == "layers" and parts[2] in OPT_NAMES:
+        return f"model.decoder.layers.{parts[1]}.{OPT_NAMES[parts[2]]}.{kind}"
+    raise ValueError(f"{key!r} is not a TinyGPT parameter name")
+
+
+def _opt_state_dict(model: TinyGPT) -> dict[str, torch.Tensor]:
+    """TinyGPT's tensors under OPT's names."""
+    out = {opt_name(k): v.detach().clone() for k, v in model.state_dict().items()}
+    pos = out["model.decoder.embed_positions.weight"]
+    # OPT reads row position + 2. Rows 0 and 1 never hold a real token; padding lands on
+    # row 1 (position -1), and TinyGPT clamps padding to position 0, so copy that row.
+    out["model.decoder.embed_positions.weight"] = torch.cat([pos[:1], pos[:1], pos])
     return out
 
 
@@ -137,12 +145,6 @@ def tokenizer():
                                    model_max_length=96)
     fast.chat_template = CHAT_TEMPLATE
     return fast
-
-
-def _check_ids(text: str, ids: Sequence[int]) -> None:
-    # The fast tokenizer maps an unknown character to PAD; ftlab.encode raises instead.
-    if PAD_ID in ids and PAD not in text:
-        raise ValueError(f"{text!r} has a character outside the course vocabulary")
 
 
 def logits_gap(model: TinyGPT, hf_model, prompts: Sequence[str]) -> float:
@@ -211,6 +213,23 @@ def copy_lora_to_ftlab(peft_layer, base: torch.nn.Linear):
         ours.lora_A.copy_(A)
         ours.lora_B.copy_(peft_layer.lora_B["default"].weight)
     return ours
+
+
+def ftlab_twin(model: TinyGPT, peft_model):
+    """A copy of ``model`` whose layers carry ``ftlab.peft.LoRALinear``s with peft's A, B and scaling."""
+    import copy
+
+    _check_tinygpt(model)
+    twin = copy.deepcopy(model)
+    inverse = {v: k for k, v in OPT_NAMES.items()}
+    for name, module in peft_model.named_modules():
+        if not hasattr(module, "lora_A") or "default" not in module.lora_A:
+            continue
+        i, opt_module = name.split("layers.", 1)[1].split(".", 1)
+        parent, _, leaf = inverse[opt_module].rpartition(".")
+        holder = twin.layers[int(i)].get_submodule(parent)
+        setattr(holder, leaf, copy_lora_to_ftlab(module, getattr(holder, leaf)))
+    return twin
 
 
 # --- TRL ----------------------------------------------------------------------------
