@@ -31,10 +31,10 @@ GPU_ONLY = ("bf16", "fp16", "tf32", "half_precision_backend")
 # Boxes that fail with the pinned versions, and why. strict: fixing a box makes its
 # entry fail, so this list only shrinks. (Chapter owners: fix the box, delete the line.)
 KNOWN = {
-    "04_alignment:351:PPOConfig": "TRL 1.16 has no PPOConfig/PPOTrainer (removed, not moved to experimental)",
-    "04_alignment:586:DPOConfig": "DPOConfig(rpo_alpha=...) was removed from TRL (gone in 1.16)",
-    "06_distillation:340:GKDConfig": "`from trl import GKDConfig` fails in TRL 1.16: it lives in trl.experimental.gkd",
-    "06_distillation:340:SFTConfig": "same box: its `from trl import GKDConfig, GKDTrainer` line fails",
+    "04_alignment:PPOConfig#1": "TRL 1.16 has no PPOConfig/PPOTrainer (removed, not moved to experimental)",
+    "04_alignment:DPOConfig#1": "DPOConfig(rpo_alpha=...) was removed from TRL (gone in 1.16)",
+    "06_distillation:GKDConfig#1": "`from trl import GKDConfig` fails in TRL 1.16: it lives in trl.experimental.gkd",
+    "06_distillation:SFTConfig#1": "same box: its `from trl import GKDConfig, GKDTrainer` line fails",
 }
 
 
@@ -94,12 +94,14 @@ def _boxes():
         if md.stem.startswith("09"):
             continue  # chapter 09 runs its configs for real
         text = md.read_text(encoding="utf-8")
+        seen: dict[str, int] = {}
         for b in BOX.finditer(text):
-            line = text[:b.start()].count("\n") + 1
             code = _code_of(b.group(1))
             imports = _imports(code)
             for call in _calls(code):
-                pid = f"{md.stem}:{line}:{call.split('(')[0]}"
+                name = call.split("(")[0]
+                seen[name] = seen.get(name, 0) + 1
+                pid = f"{md.stem}:{name}#{seen[name]}"  # e.g. 04_alignment:DPOConfig#2
                 marks = [pytest.mark.xfail(reason=KNOWN[pid], strict=True)] if pid in KNOWN else []
                 yield pytest.param(call, imports, id=pid, marks=marks)
 
