@@ -197,8 +197,10 @@ def lora_config(target_modules=("q_proj", "v_proj"), r: int = 4, lora_alpha: flo
     """peft's ``LoraConfig`` for a causal LM; the names are those of OPT, Llama and TinyGPT alike."""
     from peft import LoraConfig
 
+    if not isinstance(target_modules, str):  # "all-linear" stays a string
+        target_modules = list(target_modules)
     return LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                      target_modules=list(target_modules), bias="none", task_type="CAUSAL_LM",
+                      target_modules=target_modules, bias="none", task_type="CAUSAL_LM",
                       **kwargs)
 
 
@@ -259,8 +261,11 @@ def preference_dataset(pairs):
 
 
 def _quiet(kwargs: dict) -> dict:
-    # A run of tens of steps on a CPU: no checkpoints, no reports, no progress bars.
+    # A run of tens of steps on a CPU: no checkpoints, no reports, no progress bars, and
+    # float32. TRL's configs default to bf16=True, and accelerate then runs the prepared
+    # reference model under bf16 autocast even on a CPU: DPO's step-0 loss moves by ~1e-3.
     base = dict(output_dir=kwargs.pop("output_dir", "trl-out"), report_to="none", save_strategy="no",
+                bf16=False,
                 logging_steps=1, disable_tqdm=True, use_cpu=True, seed=kwargs.pop("seed", 0),
                 dataloader_num_workers=0)
     base.update(kwargs)
@@ -295,6 +300,84 @@ def grpo_config(**kwargs):
                 per_device_train_batch_size=32, max_steps=5, temperature=1.0)
     args.update(kwargs)
     return GRPOConfig(**_quiet(args))
+
+
+def _model_and_tokenizer(model, processing_class):
+    """A path or hub id is loaded (model and tokenizer); a model object keeps ``processing_class``."""
+    if isinstance(model, (str, Path)):
+        loaded, tok = load_causal_lm(model)
+        return loaded, processing_class or tok
+    return model, processing_class or tokenizer()
+
+
+def _no_printer(trainer):
+    """Drop the callback that prints every log line (``disable_tqdm=True`` installs it)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def sft_trainer(model, train_dataset, peft_config=None, processing_class=None, **config):
+    """A TRL ``SFTTrainer`` on ``model``: the export's folder, any causal LM's folder or hub id, or a model."""
+    from trl import SFTTrainer
+
+    quiet()
+    model, tok = _model_and_tokenizer(model, processing_class)
+    return _no_printer(SFTTrainer(model=model, args=sft_config(**config), train_dataset=train_dataset,
+                                  processing_class=tok, peft_config=peft_config))
+
+
+def dpo_trainer(model, train_dataset, ref_model=None, peft_config=None, processing_class=None, **config):
+    """A TRL ``DPOTrainer``. With ``ref_model=None`` TRL builds the reference itself: it reloads
+    ``model.config._name_or_path`` (so pass a saved folder), or, with a peft model, disables the adapter."""
+    from trl import DPOTrainer
+
+    quiet()
+    model, tok = _model_and_tokenizer(model, processing_class)
+    if isinstance(ref_model, (str, Path)):
+        ref_model = load_causal_lm(ref_model)[0]
+    return _no_printer(DPOTrainer(model=model, ref_model=ref_model, args=dpo_config(**config),
+                                  train_dataset=train_dataset, processing_class=tok,
+                                  peft_config=peft_config))
+
+
+def grpo_trainer(model, train_dataset, reward_funcs, peft_config=None, processing_class=None, **config):
+    """A TRL ``GRPOTrainer``; ``train_dataset`` has a conversational ``prompt`` column."""
+    from trl import GRPOTrainer
+
+    quiet()
+    model, tok = _model_and_tokenizer(model, processing_class)
+    return _no_printer(GRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo_config(**config),
+                                   train_dataset=train_dataset, processing_class=tok,
+                                   peft_config=peft_config))
+
+
+def prompt_dataset(items):
+    """A ``datasets.Dataset`` for GRPO: conversational ``prompt`` plus the reference ``answer``."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": it.prompt}], "answer": it.answer}
+                              for it in items])
+
+
+def tiny_llama(path: str | Path, hidden_size: int = 32, num_hidden_layers: int = 2, seed: int = 0) -> Path:
+    """Save a randomly initialised ``LlamaForCausalLM`` with the course tokenizer to ``path``.
+
+    Not a lab model: a stand-in for "any causal LM" that proves the chapter's cells are
+    not specific to the OPT export (different module names, RoPE, RMSNorm, SwiGLU).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    quiet()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                      num_hidden_layers=num_hidden_layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=128, pad_token_id=PAD_ID, bos_token_id=EOS_ID,
+                      eos_token_id=EOS_ID, tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tokenizer().save_pretrained(path)
+    return Path(path)
 
 
 def verifier_reward(task):
