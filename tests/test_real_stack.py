@@ -28,8 +28,8 @@ BOX = re.compile(r"^```\{admonition\} In the real stack[^\n]*\n(.*?)^```\s*$", r
 # A config class: any name these libraries export that ends in Config or Arguments.
 CONFIG_NAME = re.compile(r"^[A-Z]\w*(Config|Arguments)$")
 GPU_ONLY = ("bf16", "fp16", "tf32", "half_precision_backend")
-# Boxes that fail with the pinned versions, and why. strict: fixing a box makes its
-# entry fail, so this list only shrinks. (Chapter owners: fix the box, delete the line.)
+# Boxes that fail with the pinned versions, and why (found when this test was written).
+# Not strict, so a chapter that fixes its box does not break CI; delete the line then.
 KNOWN = {
     "04_alignment:PPOConfig#1": "TRL 1.16 has no PPOConfig/PPOTrainer (removed, not moved to experimental)",
     "04_alignment:DPOConfig#1": "DPOConfig(rpo_alpha=...) was removed from TRL (gone in 1.16)",
@@ -102,7 +102,7 @@ def _boxes():
                 name = call.split("(")[0]
                 seen[name] = seen.get(name, 0) + 1
                 pid = f"{md.stem}:{name}#{seen[name]}"  # e.g. 04_alignment:DPOConfig#2
-                marks = [pytest.mark.xfail(reason=KNOWN[pid], strict=True)] if pid in KNOWN else []
+                marks = [pytest.mark.xfail(reason=KNOWN[pid], strict=False)] if pid in KNOWN else []
                 yield pytest.param(call, imports, id=pid, marks=marks)
 
 

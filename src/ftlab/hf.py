@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from .model import TinyGPT
-from .tokenizer import ASSISTANT, EOS, EOS_ID, PAD, PAD_ID, USER, VOCAB
+from .tokenizer import ASSISTANT, EOS, EOS_ID, MAX_LEN, PAD, PAD_ID, USER, VOCAB
 
 # OPT's learned position table starts at row 2 (a fairseq heritage: rows 0-1 were for
 # padding); modeling_opt.OPTLearnedPositionalEmbedding adds this offset.
@@ -112,7 +112,8 @@ def _opt_state_dict(model: TinyGPT) -> dict[str, torch.Tensor]:
     pos = out["model.decoder.embed_positions.weight"]
     # OPT reads row position + 2. Rows 0 and 1 never hold a real token; padding lands on
     # row 1 (position -1), and TinyGPT clamps padding to position 0, so copy that row.
-    out["model.decoder.embed_positions.weight"] = torch.cat([pos[:1], pos[:1], pos])
+    out["model.decoder.embed_positions.weight"] = torch.cat(
+        [pos[:1].expand(OPT_POSITION_OFFSET, -1), pos])
     return out
 
 
@@ -132,7 +133,10 @@ def to_transformers(model: TinyGPT):
 
 
 def tokenizer():
-    """A ``PreTrainedTokenizerFast``: one token per character, the course's ids, the chat template."""
+    """A ``PreTrainedTokenizerFast``: one token per character, the course's ids, the chat template.
+
+    A character outside the vocabulary becomes PAD here, where ``ftlab.encode`` raises.
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -142,7 +146,7 @@ def tokenizer():
     tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS,
                                    padding_side="left", clean_up_tokenization_spaces=False,
-                                   model_max_length=96)
+                                   model_max_length=MAX_LEN)
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
