@@ -104,3 +104,28 @@ def check_zero_bytes(fn) -> None:
         assert abs(got - want) < 1e-6 * want, (
             f"{n:.3g} params, {N} GPUs, stage {s}: expected {want / 1e9:.2f} GB, got {got / 1e9:.2f} GB")
     _ok("ZeRO bytes per GPU match Rajbhandari et al. 2020")
+
+
+def check_opt_name(fn) -> None:
+    """``fn(tinygpt_key) -> opt_key``: TinyGPT's state-dict names in OPTForCausalLM's layout."""
+    from .hf import opt_name
+    from .model import GPTConfig, TinyGPT
+
+    for key in TinyGPT(GPTConfig(n_layer=2, d_model=16, n_head=2)).state_dict():
+        got, want = fn(key), opt_name(key)
+        assert got == want, f"{key!r}: expected {want!r}, got {got!r}"
+    _ok("every TinyGPT tensor lands on its OPT name")
+
+
+def check_reward_fn(fn) -> None:
+    """``fn(prompts, completions, answer, **kw) -> list[float]``: a TRL reward from the course verifier."""
+    from .hf import verifier_reward
+
+    want_fn = verifier_reward("add3_steps")
+    answer = ["⟨9+1=10,9+2+1=12,1+8+1=10⟩1020"] * 4
+    texts = [answer[0], "⟨9+1=10,9+2+1=12,1+8+1=10⟩1090", "⟨wrong steps⟩1020", ""]
+    for completions in ([[{"role": "assistant", "content": t}] for t in texts], texts):
+        got = [float(x) for x in fn(prompts=[""] * 4, completions=completions, answer=answer)]
+        want = want_fn(prompts=[""] * 4, completions=completions, answer=answer)
+        assert got == want, f"completions {texts!r}: expected rewards {want}, got {got}"
+    _ok("the reward is 1.0 exactly when the verifier accepts the final answer")
