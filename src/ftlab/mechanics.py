@@ -338,8 +338,11 @@ def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, tokens: int, b
 
 
 def fake_quantize_kv(cache, dtype: str = "int8"):
-    """Round-trip every K and V through ``int8`` (absmax per token and head) or ``fp8``
-    (e4m3, scaled per token and head as vLLM's per-token scales do), back to float."""
+    """Round-trip every K and V through ``int8`` or ``fp8`` (e4m3), back to float.
+
+    Both scale by the absmax of each token and head: finer than vLLM's fp8 cache, whose
+    scales are per tensor (1.0 unless calibrated) or per KV head, so the error is a lower bound.
+    """
     if dtype not in ("int8", "fp8"):
         raise ValueError(f"dtype must be 'int8' or 'fp8', got {dtype!r}")
     out = []

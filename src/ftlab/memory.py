@@ -528,9 +528,10 @@ def zero_bytes_per_gpu(n_params: float, n_gpus: int, stage: int, offload: str = 
                        optimizer_bytes: float = 12) -> dict[str, float]:
     """Bytes of weights, gradients and optimizer state on each GPU, and on the CPUs.
 
-    offload  "optimizer": the K optimizer bytes live in CPU memory (DeepSpeed's
-             ``offload_optimizer``, ZeRO-Offload, Ren et al. 2021); "optimizer+params":
-             the sharded weights too (``offload_param``, stage 3 only).
+    offload  "optimizer": the K optimizer bytes and the gradients live in CPU memory,
+             where the optimizer step runs (DeepSpeed's ``offload_optimizer``; ZeRO-Offload,
+             Ren et al. 2021, section 4.1, keeps only the 16-bit weights on the GPU);
+             "optimizer+params": the sharded weights too (``offload_param``, stage 3 only).
     Returns ``{"weights", "grads", "optimizer", "gpu_total", "cpu_total"}``; ``cpu_total``
     is summed over all ``n_gpus`` ranks.
     """
@@ -550,8 +551,8 @@ def zero_bytes_per_gpu(n_params: float, n_gpus: int, stage: int, offload: str = 
     optimizer = n * ob / (N if stage >= 1 else 1)
     cpu = 0.0
     if offload != "none":
-        cpu += optimizer * N
-        optimizer = 0.0
+        cpu += (optimizer + grads) * N
+        optimizer = grads = 0.0
     if offload == "optimizer+params":
         cpu += weights * N
         weights = 0.0
