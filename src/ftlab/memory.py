@@ -178,7 +178,7 @@ def full_ft_bytes(n_params: float) -> dict[str, float]:
     """Mixed-precision AdamW, 16 B/param: 2 (bf16 weights) + 2 (grads) + 12 (fp32
     master, m, v).
 
-    Rajbhandari et al. 2019 (ZeRO), section 3.1: 2Ψ + 2Ψ + KΨ bytes with K = 12 for
+    Rajbhandari et al. 2020 (ZeRO), section 3.1: 2Ψ + 2Ψ + KΨ bytes with K = 12 for
     Adam, so 16Ψ; their section 3.1 example, GPT-2 with 1.5B parameters, needs at least
     24 GB, and their Figure 1 shows 7.5B needing 120 GB, both before activations.
     """
