@@ -249,7 +249,7 @@ def paired_binary_ci(cand: Sequence[bool], base: Sequence[bool], level: float = 
     Only the discordant items (one model right, the other wrong) carry information
     about the difference. Unlike the percentile bootstrap, which has zero width when the
     two models agree on every item, this interval widens as n shrinks: with no
-    disagreement on n items its ends are about ±z²/(n + z²), close to the rule of three.
+    disagreement on n items its ends are exactly ±z²/(n + z²), close to the rule of three.
     At a difference of 0 its statistic is McNemar's, (gains − losses)/√(gains + losses),
     so the interval excludes 0 exactly when McNemar's asymptotic test rejects.
     """
