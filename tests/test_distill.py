@@ -286,3 +286,5 @@ def test_trl_configs_shown_in_chapter_06_construct(tmp_path):
     assert (args.beta, args.lmbda, args.temperature) == (0.0, 0.0, 0.9)
     d = gkd.GKDConfig(output_dir=str(tmp_path / "g2"), use_cpu=True)   # the defaults chapter 06 quotes
     assert (d.beta, d.lmbda, d.temperature) == (0.5, 0.5, 0.9)
+    dist = trl.DistillationConfig(output_dir=str(tmp_path / "dist"), use_cpu=True)
+    assert dist.beta == 1.0                                            # chapter 06: reverse KL by default
