@@ -249,7 +249,7 @@ def train_dpo(policy, ref, pairs: Sequence[PreferencePair], steps: int = 100, lr
     The reference log-probs are computed once, up front: the reference model never
     changes, which is why DPO needs it only as a table of numbers. ``rpo_alpha > 0`` adds
     that weight times the chosen answers' per-token negative log-likelihood (an SFT term,
-    as in Pang et al. 2024 and TRL's ``rpo_alpha``).
+    as in Pang et al. 2024; TRL: ``loss_type=["sigmoid", "sft"]``, ``rpo_alpha`` before 0.29).
     """
     pairs, steps, batch_size = _pairs(pairs), _posint(steps, "steps"), _posint(batch_size, "batch_size")
     _positive(lr, "lr"), _positive(beta, "beta")
@@ -419,7 +419,7 @@ def candidate_rl(ref_logps: torch.Tensor, proxy: torch.Tensor, gold: torch.Tenso
 class RLHistory:
     reward: list[float] = field(default_factory=list)   # what the optimiser sees (proxy RM, or verifier)
     gold: list[float] = field(default_factory=list)     # the true objective, when one is given
-    kl: list[float] = field(default_factory=list)       # mean over samples of Σ_t log π/π_ref (k1 estimate)
+    kl: list[float] = field(default_factory=list)       # KL(π‖π_ref): k1 estimate (sampled), exact (candidate_rl)
     extra: dict[str, list[float]] = field(default_factory=dict)
     policy: torch.Tensor | None = None                  # candidate_rl: the final policy, (P, K)
 
