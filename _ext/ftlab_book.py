@@ -254,7 +254,10 @@ def parse_chapter(path: Path, docname: str) -> Chapter:
             tag = next((l for l in lines[i + 2:i + 5] if l.strip()), "")
             t = TAG_LINE.match(tag)
             if heading and t:
-                q = Question(m.group(1), heading.group(2), *t.groups(), docname)
+                # Study pages put the title inside {ref}`title <label>`, which cannot hold
+                # backticks: "How do you choose `target_modules`?" is kept as plain text.
+                title = heading.group(2).replace("`", "")
+                q = Question(m.group(1), title, *t.groups(), docname)
                 q_level = len(heading.group(1))
                 skip = i + 1
                 ch.questions.append(q)
