@@ -66,7 +66,7 @@ def int8_outlier_matmul(x: Tensor, W: Tensor, threshold: float = 6.0) -> Tensor:
     dt = work_dtype(x)
     x, W = x.to(dt), W.to(dt)
     out_mask = outlier_features(x, threshold)
-    y = x[:, out_mask] @ W[:, out_mask].T                            # (n, out), full precision
+    y = x[:, out_mask] @ W[:, out_mask].T  # (n, out), full precision
     keep = ~out_mask
     if keep.any():
         y = y + int8_vectorwise_matmul(x[:, keep], W[:, keep])

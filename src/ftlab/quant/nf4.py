@@ -42,7 +42,9 @@ def nf4_codebook(offset: float = NF4_OFFSET) -> Tensor:
         raise ValueError(f"offset must be a probability in (0.5, 1), got {offset!r}")
     ppf = NormalDist().inv_cdf
 
-    def probs(n: int) -> list[float]:  # n points from offset to 0.5, the last (0.5) dropped
+    def probs(
+        n: int,
+    ) -> list[float]:  # n points from offset to 0.5, the last (0.5) dropped
         return [offset + (0.5 - offset) * i / (n - 1) for i in range(n - 1)]
 
     pos = [ppf(p) for p in probs(9)]     # 8 positive quantiles

@@ -38,7 +38,9 @@ def absmax_scale(x: Tensor, bits: int, dim: Optional[int] = -1) -> Tensor:
     return amax.clamp_min(torch.finfo(amax.dtype).tiny) / qmax
 
 
-def zeropoint_params(x: Tensor, bits: int, dim: Optional[int] = -1) -> tuple[Tensor, Tensor]:
+def zeropoint_params(
+    x: Tensor, bits: int, dim: Optional[int] = -1
+) -> tuple[Tensor, Tensor]:
     """Asymmetric (scale, zero): scale = (max − min)/(2^bits − 1), zero = round(−min/scale), range widened to hold 0."""
     check_float("x", x)
     check_bits(bits)
