@@ -79,12 +79,16 @@ def _posint(x, name: str) -> int:
 def bradley_terry_loss(
     r_chosen: torch.Tensor, r_rejected: torch.Tensor
 ) -> torch.Tensor:
-    """−log σ(r_chosen − r_rejected), averaged over pairs (Bradley & Terry 1952; InstructGPT's RM loss)."""
+    """−log σ(r_chosen − r_rejected), averaged over pairs.
+
+    The pairwise loss of Bradley & Terry 1952; InstructGPT's RM loss.
+    """
     _tensor(r_chosen, "r_chosen"), _tensor(r_rejected, "r_rejected")
     _same_shape(r_chosen=r_chosen, r_rejected=r_rejected)
     if r_chosen.dim() != 1 or len(r_chosen) == 0:
         raise ValueError(
-            f"rewards must be 1-D with one entry per pair, got shape {tuple(r_chosen.shape)}"
+            "rewards must be 1-D with one entry per pair, "
+            f"got shape {tuple(r_chosen.shape)}"
         )
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
@@ -102,7 +106,7 @@ def _join(prompts: Sequence[str], completions: Sequence[str], finished: Sequence
 
 
 class RewardModel(nn.Module):
-    """r(x, y): a copy of a TinyGPT whose LM head is swapped for a scalar head, read at the last token.
+    """r(x, y): a copy of a TinyGPT whose LM head is swapped for a scalar head.
 
     Essentially what Hugging Face's ``AutoModelForSequenceClassification(num_labels=1)``
     builds: the body is the SFT model, the ``score`` head is new, and the reward of a
@@ -135,7 +139,10 @@ class RewardModel(nn.Module):
 
     def score(self, prompts: Sequence[str], completions: Sequence[str],
               finished: Sequence[bool] | None = None) -> torch.Tensor:
-        """Rewards of completions (EOS appended where ``finished``), one per row; differentiable."""
+        """Rewards of completions (EOS appended where ``finished``), one per row.
+
+        The rewards are differentiable.
+        """
         ids, attn, _ = _join(prompts, completions, finished)
         return self(ids.to(self.device), attn.to(self.device))
 
@@ -200,9 +207,10 @@ def dpo_loss(
     ``(loss, chosen_rewards, rejected_rewards)`` with rewards β·(log π − log π_ref), the
     implicit rewards TRL logs (detached). ``loss_type="ipo"`` gives IPO's squared loss
     (Azar et al. 2023, eq. 17), (h − 1/(2β))², where h is the same log-ratio difference;
-    see ``ipo_loss`` for the length-averaged inputs TRL feeds it. ``loss_type="dpop"`` is
-    DPO-Positive (Pal et al. 2024, eq. 3): −log σ(β·(h − λ·max(0, log π_ref(y_w) − log π(y_w)))),
-    which charges the policy whenever the chosen answer's log-prob falls below the reference's.
+    see ``ipo_loss`` for the length-averaged inputs TRL feeds it.
+    ``loss_type="dpop"`` is DPO-Positive (Pal et al. 2024, eq. 3):
+    −log σ(β·(h − λ·max(0, log π_ref(y_w) − log π(y_w)))), which charges the policy
+    whenever the chosen answer's log-prob falls below the reference's.
     """
     for name, t in (
         ("policy_chosen_logps", policy_chosen_logps),
@@ -213,7 +221,8 @@ def dpo_loss(
         _tensor(t, name)
         if t.dim() != 1 or len(t) == 0:
             raise ValueError(
-                f"{name} must be 1-D with one summed log-prob per pair, got shape {tuple(t.shape)}"
+                f"{name} must be 1-D with one summed log-prob per pair, "
+                f"got shape {tuple(t.shape)}"
             )
     _same_shape(
         policy_chosen_logps=policy_chosen_logps,
@@ -287,12 +296,13 @@ def train_dpo(
     seed: int = 0,
     template: str = "chat",
 ) -> DPOHistory:
-    """Train ``policy`` in place on preference pairs with DPO (or IPO, DPOP); ``ref`` stays frozen.
+    """Train ``policy`` in place on preference pairs with DPO (or IPO, DPOP).
 
-    The reference log-probs are computed once, up front: the reference model never
-    changes, which is why DPO needs it only as a table of numbers. ``rpo_alpha > 0`` adds
-    that weight times the chosen answers' per-token negative log-likelihood (an SFT term,
-    as in Pang et al. 2024; TRL: ``loss_type=["sigmoid", "sft"]``, ``rpo_alpha`` before 0.29).
+    ``ref`` stays frozen. The reference log-probs are computed once, up front: the
+    reference model never changes, which is why DPO needs it only as a table of numbers.
+    ``rpo_alpha > 0`` adds that weight times the chosen answers' per-token negative
+    log-likelihood (an SFT term, as in Pang et al. 2024; TRL:
+    ``loss_type=["sigmoid", "sft"]``, ``rpo_alpha`` before 0.29).
     """
     pairs, steps, batch_size = (
         _pairs(pairs),
@@ -397,8 +407,9 @@ def kl_penalized_rewards(
     mask: torch.Tensor,
     beta: float,
 ) -> torch.Tensor:
-    """InstructGPT's per-token reward: r_t = −β·(log π_t − log π_ref,t), plus the RM score at the last token.
+    """InstructGPT's per-token reward: a KL penalty, plus the RM score at the end.
 
+    r_t = −β·(log π_t − log π_ref,t), plus the RM score at the last token.
     scores (B,); logprobs, ref_logprobs, mask (B, T). Returns (B, T), zero off the mask.
     """
     _tensor(scores, "scores"), _tensor(logprobs, "logprobs"), _tensor(
@@ -407,7 +418,8 @@ def kl_penalized_rewards(
     _same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
     if scores.dim() != 1 or logprobs.dim() != 2 or len(scores) != len(logprobs):
         raise ValueError(
-            f"scores must be (B,) and logprobs (B, T); got {tuple(scores.shape)} and {tuple(logprobs.shape)}"
+            f"scores must be (B,) and logprobs (B, T); got {tuple(scores.shape)} "
+            f"and {tuple(logprobs.shape)}"
         )
     beta = _nonneg(beta, "beta")
     m = mask.float()
@@ -436,9 +448,10 @@ def ppo_clip_loss(
     mask: torch.Tensor,
     clip_eps: float = 0.2,
 ) -> torch.Tensor:
-    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), negated, averaged over completion tokens.
+    """PPO's clipped surrogate, negated, averaged over completion tokens.
 
-    −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A) with ρ = exp(log π − log π_old), per token.
+    −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A) with ρ = exp(log π − log π_old), per token
+    (Schulman et al. 2017, eq. 7).
     """
     _same_shape(
         logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask
@@ -557,7 +570,8 @@ def grpo_advantages(rewards: torch.Tensor, scale: str = "group", unbiased: bool 
                     eps: float = 1e-4) -> torch.Tensor:
     """Group-relative advantages for rewards of shape (num_prompts, G).
 
-    ``scale="group"``: (r − mean)/(std + eps) within each group (GRPO, Shao et al. 2024).
+    ``scale="group"``: (r − mean)/(std + eps) within each group
+    (GRPO, Shao et al. 2024).
     The std is Bessel-corrected (divides by G − 1) by default, as TRL's ``.std()`` is;
     ``unbiased=False`` gives the population std. ``scale="none"``: r − mean only, as in
     Dr. GRPO (Liu et al. 2025). A group whose rewards are all equal gets zero advantage.
@@ -565,7 +579,8 @@ def grpo_advantages(rewards: torch.Tensor, scale: str = "group", unbiased: bool 
     _tensor(rewards, "rewards")
     if rewards.dim() != 2 or rewards.shape[1] < 2:
         raise ValueError(
-            f"rewards must have shape (num_prompts, G) with G >= 2, got {tuple(rewards.shape)}"
+            "rewards must have shape (num_prompts, G) with G >= 2, "
+            f"got {tuple(rewards.shape)}"
         )
     if scale not in ("group", "none"):
         raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
@@ -602,12 +617,15 @@ def grpo_loss(
     length_norm: str = "sequence",
     max_len: int | None = None,
 ) -> torch.Tensor:
-    """The clipped GRPO objective, negated. Per-token tensors are (N, T); advantages (N,).
+    """The clipped GRPO objective, negated.
 
+    Per-token tensors are (N, T); advantages (N,).
     per token: −[min(ρ·A, clip(ρ, 1±ε)·A) − β·k3]; then ``length_norm`` says how tokens
     are averaged:
-      "sequence"  mean over each sequence's tokens (1/|o_i|), then over sequences: GRPO's paper
-      "token"     sum over all tokens / total tokens: DAPO's token-level average (TRL's default)
+      "sequence"  mean over each sequence's tokens (1/|o_i|), then over sequences:
+                  GRPO's paper
+      "token"     sum over all tokens / total tokens: DAPO's token-level average
+                  (TRL's default)
       "constant"  sum over all tokens / (N · max_len): Dr. GRPO, no length bias
     ``beta=0`` (or ``ref_logprobs=None``) drops the KL term, as TRL's default does.
     """
@@ -615,11 +633,13 @@ def grpo_loss(
     _tensor(advantages, "advantages")
     if advantages.dim() != 1 or len(advantages) != len(logprobs):
         raise ValueError(
-            f"advantages must be (N,) with N = {len(logprobs)}, got shape {tuple(advantages.shape)}"
+            f"advantages must be (N,) with N = {len(logprobs)}, "
+            f"got shape {tuple(advantages.shape)}"
         )
     if length_norm not in ("sequence", "token", "constant"):
         raise ValueError(
-            f"length_norm must be 'sequence', 'token' or 'constant', got {length_norm!r}"
+            "length_norm must be 'sequence', 'token' or 'constant', "
+            f"got {length_norm!r}"
         )
     beta, clip_eps = _nonneg(beta, "beta"), _positive(clip_eps, "clip_eps")
     m = mask.float()
@@ -638,7 +658,8 @@ def grpo_loss(
         return per_tok.sum() / m.sum()
     if max_len is None:
         raise ValueError(
-            "length_norm='constant' needs max_len (the completion budget, e.g. max_new_tokens)"
+            "length_norm='constant' needs max_len "
+            "(the completion budget, e.g. max_new_tokens)"
         )
     return per_tok.sum() / (len(logprobs) * _posint(max_len, "max_len"))
 
@@ -710,12 +731,14 @@ def train_grpo(policy, task: str | Task, items: Sequence[Item], steps: int = 12,
 # --- RLAIF: a judge with known biases ---------------------------------------------------
 @dataclass(frozen=True)
 class BiasedJudge:
-    """A simulated AI judge comparing two answers, with biases we set and can therefore measure.
+    """A simulated AI judge comparing two answers, with biases we set and can measure.
 
     It knows the right answer (a strong judge), but:
-      verbosity  when the two answers differ in length by ≥ 3 characters, it prefers the
-                 longer one with this probability (LLM judges' verbosity bias, Zheng et al. 2023);
-      position   with this probability it simply picks the answer shown first (position bias);
+      verbosity  when the two answers differ in length by ≥ 3 characters, it prefers
+                 the longer one with this probability (LLM judges' verbosity bias,
+                 Zheng et al. 2023);
+      position   with this probability it simply picks the answer shown first
+                 (position bias);
       noise      otherwise it picks the wrong answer with this probability.
     """
 

@@ -35,7 +35,8 @@ def apply_chat_template(
         role, content = m["role"], m["content"]
         if role != ROLES[i % 2]:
             raise ValueError(
-                f"message {i} has role {role!r}; turns must alternate user, assistant, ..."
+                f"message {i} has role {role!r}; turns must alternate "
+                "user, assistant, ..."
             )
         if not isinstance(content, str):
             raise TypeError(
@@ -44,7 +45,8 @@ def apply_chat_template(
         for marker in (USER, ASSISTANT, EOS):
             if marker in content:
                 raise ValueError(
-                    f"message {i} content {content!r} contains the template marker {marker!r}"
+                    f"message {i} content {content!r} contains the template "
+                    f"marker {marker!r}"
                 )
         out.append(USER + content if role == "user" else ASSISTANT + content + EOS)
     if add_generation_prompt:

@@ -78,7 +78,8 @@ def add_label_noise(
     kinds = {type(d) for d in data}
     if not kinds <= {Item, Example} or len(kinds) != 1:
         raise TypeError(
-            f"data must be all ftlab.Item or all ftlab.Example, got {sorted(k.__name__ for k in kinds)}"
+            "data must be all ftlab.Item or all ftlab.Example, "
+            f"got {sorted(k.__name__ for k in kinds)}"
         )
     rng = random.Random(shift(seed))
     chosen = set(rng.sample(range(len(data)), round(rate * len(data))))
@@ -159,10 +160,11 @@ def _check_threshold(threshold) -> None:
 def near_duplicates_jaccard(
     rows: Sequence[Row], threshold: float = 0.7, n: int = 3
 ) -> list[tuple[int, int, float]]:
-    """Every pair ``(i, j, similarity)``, i < j, whose n-gram Jaccard is at least ``threshold``.
+    """Every pair of rows whose n-gram Jaccard similarity is at least ``threshold``.
 
-    Exact, and quadratic in the number of rows: fine for thousands, not for millions
-    (MinHash, below, is how the big pipelines do it).
+    Pairs come as ``(i, j, similarity)`` with i < j. Exact, and quadratic in the
+    number of rows: fine for thousands, not for millions (MinHash, below, is how the
+    big pipelines do it).
     """
     _check_threshold(threshold)
     grams = [ngrams(t, n) for t in _texts(rows)]

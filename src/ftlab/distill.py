@@ -100,10 +100,11 @@ def kd_loss(
     mask: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    """Hinton's soft-target loss: T² · KL(p_teacher^T ‖ p_student^T), averaged over (masked) positions.
+    """Hinton's soft-target loss: T² · KL(p_teacher^T ‖ p_student^T).
 
-    p^T = softmax(logits / T). The T² keeps the gradient's size roughly independent of T,
-    so the weight between this loss and a hard-label loss means the same at any T.
+    Averaged over (masked) positions. p^T = softmax(logits / T). The T² keeps the
+    gradient's size roughly independent of T, so the weight between this loss and a
+    hard-label loss means the same at any T.
     """
     T = _check_temperature(T)
     s, t, m = _flatten(student_logits, teacher_logits, mask)
@@ -166,8 +167,9 @@ def distillation_loss(
     alpha: float = 0.5,
     mask: Tensor | None = None,
 ) -> Tensor:
-    """alpha · kd_loss(T) + (1 − alpha) · cross-entropy on the hard ``labels``, both over the same positions.
+    """alpha · kd_loss(T) + (1 − alpha) · cross-entropy on the hard ``labels``.
 
+    Both terms are taken over the same positions.
     labels: the target token ids, shaped like the logits without the vocabulary.
     alpha=1 is pure logit distillation; alpha=0 is plain SFT on the labels.
     """
@@ -187,7 +189,8 @@ def distillation_loss(
             else type(labels).__name__
         )
         raise ValueError(
-            f"labels must be a tensor of shape {tuple(student_logits.shape[:-1])}, got {shape}"
+            f"labels must be a tensor of shape {tuple(student_logits.shape[:-1])}, "
+            f"got {shape}"
         )
     ce = F.cross_entropy(s, labels.reshape(-1).to(s.device), reduction="none")  # (N,)
     hard = _masked_mean(ce, m)
@@ -240,7 +243,9 @@ def teacher_label(
     student_prompts: Sequence[str] | None = None,
     template: str = "chat",
 ) -> list[Example]:
-    """Response distillation data: the teacher answers each user prompt greedily, in one batch.
+    """Response distillation data: the teacher answers each user prompt greedily.
+
+    All prompts are answered in one batch.
 
     keep_steps       True: the completion is the teacher's whole output, worked steps
                      included (reasoning distillation); False: only the final answer
@@ -389,7 +394,8 @@ def route(conf, student_correct, teacher_correct, threshold: float) -> RoutePoin
     t = _as_1d("teacher_correct", teacher_correct, bool)
     if not len(c) == len(s) == len(t):
         raise ValueError(
-            f"conf, student_correct and teacher_correct differ in length: {len(c)}, {len(s)}, {len(t)}"
+            "conf, student_correct and teacher_correct differ in length: "
+            f"{len(c)}, {len(s)}, {len(t)}"
         )
     if isinstance(threshold, bool) or not isinstance(
         threshold, (int, float, np.floating)

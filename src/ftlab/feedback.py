@@ -222,9 +222,10 @@ def logs_to_pairs(
     differ by at least ``min_distance`` characters, measured after ``normalize_text``
     when ``normalize`` (so cosmetic edits count as distance 0). ``min_ratio``, if set,
     keeps only edits whose distance divided by the longer text's length is at least
-    ``min_ratio`` (the "edit ratio > x" filter some pipelines use). Accept vs reject: for a
-    prompt with an accepted and a rejected output that differ, accepted beats rejected
-    (``source="accept_reject"``), one pair per (accepted, rejected) combination.
+    ``min_ratio`` (the "edit ratio > x" filter some pipelines use). Accept vs reject:
+    for a prompt with an accepted and a rejected output that differ, accepted beats
+    rejected (``source="accept_reject"``), one pair per (accepted, rejected)
+    combination.
     """
     logs = list(logs)
     for e in logs:

@@ -124,9 +124,10 @@ def fisher_diagonal(
     seed: int = 0,
     normalize: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Diagonal Fisher information of ``model`` at its current weights: E[(∂ log p(y|x) / ∂θ)²].
+    """Diagonal Fisher information of ``model`` at its current weights.
 
-    y is **sampled from the model itself** (temperature 1), not taken from labels: that is
+    Each entry is E[(∂ log p(y|x) / ∂θ)²], where y is **sampled from the model
+    itself** (temperature 1), not taken from labels: that is
     the Fisher of the model's predictive distribution, the curvature EWC needs. Squaring
     the gradient of the *labels'* log-likelihood gives the "empirical Fisher" instead
     (Kunstner et al. 2019). One backward pass per sampled answer, so each square is a
@@ -208,7 +209,7 @@ class EWC:
 
 # --- self-distillation --------------------------------------------------------------------
 class KLToBase:
-    """β · KL(p_base ‖ p_θ) on general prompts, as an ``extra_loss`` for ``ftlab.train``.
+    """β · KL(p_base ‖ p_θ) on general prompts: an ``extra_loss`` for ``ftlab.train``.
 
     The base model answers ``prompts`` once (greedy); its next-token distributions over
     those answers are stored. Each training step draws ``batch_size`` of them and

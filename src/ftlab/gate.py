@@ -342,8 +342,10 @@ def release_gate(
     level: float = 0.95,
     seed: int = 0,
 ) -> GateVerdict:
-    """Ship only if the target gain's paired CI clears ``min_target_gain`` and no other slice's
-    CI reaches below minus its tolerance. Any clear failure rejects; otherwise a CI that
+    """Ship only if the target gains enough and no other slice loses too much.
+
+    The target gain's paired CI must clear ``min_target_gain``, and no other slice's CI
+    may reach below minus its tolerance. Any clear failure rejects; otherwise a CI that
     straddles its threshold leaves the verdict undecided (evaluate on more items).
 
     ``target``, ``off_task`` and ``safety`` must be present in ``base``; a missing
@@ -401,14 +403,16 @@ def release_gate(
             (it.task, it.prompt) for it in b.items
         ]:
             raise ValueError(
-                f"slice {rule.slice!r}: candidate and base were scored on different items"
+                f"slice {rule.slice!r}: candidate and base were scored "
+                "on different items"
             )
         status, ci = rule.judge(c.correct, b.correct, level, seed)
         checks[rule.slice] = (status, ci)
         if status != "pass":
             reasons.append(
                 f"{rule.slice}: {status}, diff {ci.diff:+.3f} with {level:.0%} CI "
-                f"[{ci.low:+.3f}, {ci.high:+.3f}] vs threshold {rule.min_diff:+.3f} (n={len(c.correct)})"
+                f"[{ci.low:+.3f}, {ci.high:+.3f}] vs threshold {rule.min_diff:+.3f} "
+                f"(n={len(c.correct)})"
             )
     tripped = []
     if per_task_tolerance is not None:
@@ -424,7 +428,8 @@ def release_gate(
                 checks[f"off_task[{task}]"] = (status, ci)
                 reasons.append(
                     f"off_task[{task}]: fail, diff {ci.diff:+.3f} with {level:.0%} CI "
-                    f"[{ci.low:+.3f}, {ci.high:+.3f}] vs threshold {-per_task_tolerance:+.3f} "
+                    f"[{ci.low:+.3f}, {ci.high:+.3f}] vs threshold "
+                    f"{-per_task_tolerance:+.3f} "
                     f"(n={len(idx)})"
                 )
     statuses = [s for s, _ in checks.values()]

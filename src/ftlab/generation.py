@@ -151,7 +151,8 @@ def sequence_logprob(
     if isinstance(completions, str) or len(completions) != len(prompts):
         raise ValueError(
             f"need one completion per prompt: {len(prompts)} prompts, "
-            f"{'a str' if isinstance(completions, str) else len(completions)} completions"
+            f"{'a str' if isinstance(completions, str) else len(completions)}"
+            " completions"
         )
     if reduction not in ("sum", "mean", "none"):
         raise ValueError(

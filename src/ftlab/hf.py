@@ -118,7 +118,7 @@ def _opt_state_dict(model: TinyGPT) -> dict[str, torch.Tensor]:
 
 
 def to_transformers(model: TinyGPT):
-    """An ``OPTForCausalLM`` that computes the same logits as ``model`` (eval mode, float32)."""
+    """An ``OPTForCausalLM`` with the same logits as ``model`` (eval mode, float32)."""
     from transformers import OPTForCausalLM
 
     _check_tinygpt(model)
@@ -327,7 +327,10 @@ def _no_printer(trainer):
 def sft_trainer(
     model, train_dataset, peft_config=None, processing_class=None, **config
 ):
-    """A TRL ``SFTTrainer`` on ``model``: the export's folder, any causal LM's folder or hub id, or a model."""
+    """A TRL ``SFTTrainer`` on ``model``.
+
+    ``model`` is the export's folder, any causal LM's folder or hub id, or a model.
+    """
     from trl import SFTTrainer
 
     quiet()
@@ -425,7 +428,10 @@ def bnb_4bit_config(**kwargs):
 
 
 def gguf_pack(type_name: str, w: torch.Tensor) -> bytes:
-    """The raw ggml block bytes of ``w`` in Q8_0 or Q4_0, built from ``ftlab.quant.gguf``."""
+    """The raw ggml block bytes of ``w`` in Q8_0 or Q4_0.
+
+    They are built from ``ftlab.quant.gguf``.
+    """
     from .quant.gguf import quantize_q4_0, quantize_q8_0
 
     if type_name == "Q8_0":

@@ -67,10 +67,11 @@ def count_trainable(model: nn.Module) -> int:
 
 # --- this chapter's tasks ---------------------------------------------------------------
 def letter_task(name: str, position: int) -> Task:
-    """A held-out task: ``"<name> <word>"`` is answered by the word's letter at ``position``.
+    """A held-out task: the prompt ``"<name> <word>"`` asks for one letter of the word.
 
-    Both words are new to every checkpoint, so the base model scores zero; a fine-tune
-    learns them in well under 100 steps, which lets one page run a dozen fine-tunes.
+    The answer is the word's letter at ``position``. Both words are new to every
+    checkpoint, so the base model scores zero; a fine-tune learns them in well under
+    100 steps, which lets one page run a dozen fine-tunes.
     """
     if not isinstance(name, str) or not name.isalpha() or not name.islower():
         raise ValueError(f"name must be a lower-case word, got {name!r}")
@@ -99,8 +100,9 @@ FIRST_LETTER = letter_task("first", 0)
 
 # --- LoRA -----------------------------------------------------------------------------
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update: h = W0 x + scaling · B A x.
+    """A frozen ``nn.Linear`` plus a trainable low-rank update.
 
+    h = W0 x + scaling · B A x.
     Hu et al. 2021 (LoRA). ``lora_A`` is (r, in_features) and ``lora_B`` is
     (out_features, r), so ΔW = B A has the shape of W0 and rank at most r.
     B starts at zero, so the layer starts as exactly the base layer. A starts
@@ -142,11 +144,12 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with weight W0 + scaling · B A: zero extra latency at inference.
+        """A plain ``nn.Linear`` with weight W0 + scaling · B A.
 
-        The sum is formed in fp32 and cast once to the base's dtype: adding a small update
-        to a bf16 weight in bf16 would round part of it away twice. The LoRA layer itself
-        is left intact, so the merge can be undone by keeping it.
+        It adds zero extra latency at inference. The sum is formed in fp32 and cast
+        once to the base's dtype: adding a small update to a bf16 weight in bf16 would
+        round part of it away twice. The LoRA layer itself is left intact, so the
+        merge can be undone by keeping it.
         """
         b, w = self.base, self.base.weight
         merged = nn.Linear(b.in_features, b.out_features, bias=b.bias is not None,
@@ -214,8 +217,9 @@ class NF4Linear(nn.Module):
     ``block_size`` (``ftlab.quant.NF4Weight``); ``double_quant`` stores those absmax
     constants in 8 bit too. Gradients flow *through* the dequantized weight to x, but
     the weight itself is a constant: only ``lora_A`` and ``lora_B`` train. bitsandbytes
-    dequantizes into bf16 (``bnb_4bit_compute_dtype``); this CPU lab computes in float32.
-    The NF4 tensors are plain attributes, not buffers: ``.to(device)`` does not move them.
+    dequantizes into bf16 (``bnb_4bit_compute_dtype``); this CPU lab computes in
+    float32. The NF4 tensors are plain attributes, not buffers: ``.to(device)`` does
+    not move them.
     """
 
     def __init__(
@@ -254,7 +258,10 @@ class NF4Linear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:
-        """A plain float ``nn.Linear`` with weight deq(W_nf4) + scaling · B A: exactly the trained layer."""
+        """A plain float ``nn.Linear`` with weight deq(W_nf4) + scaling · B A.
+
+        It computes exactly what the trained layer computes.
+        """
         W = self.weight_nf4.dequantize()
         merged = nn.Linear(
             self.in_features,
@@ -522,7 +529,7 @@ class PrefixTuningModel(nn.Module):
     def prefix_key_values(
         self, batch_size: int
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The prefixes as a KV cache: one (k, v) per layer, each (B, H, N, head_dim)."""
+        """The prefixes as a KV cache: (k, v) per layer, each (B, H, N, head_dim)."""
         cfg, n = self.config, self.num_virtual_tokens
         H, hd = cfg.n_head, cfg.d_model // cfg.n_head
         p = self.prefix_encoder(self.prefix)                                # (N, L*2*C)

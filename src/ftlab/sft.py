@@ -130,7 +130,8 @@ def rejection_sample(
         raise ValueError(f"max_per_item must be a positive int, got {max_per_item!r}")
     if verify is not None and not callable(verify):
         raise TypeError(
-            f"verify must be a function (item, output) -> bool, got {type(verify).__name__}"
+            "verify must be a function (item, output) -> bool, "
+            f"got {type(verify).__name__}"
         )
     sampled = sample_eval(model, items, k, temperature, seed, task, template)
     t = _task(task if task is not None else sampled.items[0].task)

@@ -50,7 +50,8 @@ def lm_loss(
     """
     if ids.shape != loss_mask.shape:
         raise ValueError(
-            f"ids {tuple(ids.shape)} and loss_mask {tuple(loss_mask.shape)} differ in shape"
+            f"ids {tuple(ids.shape)} and loss_mask {tuple(loss_mask.shape)} "
+            "differ in shape"
         )
     # Right padding needs no attention mask: causal attention never lets a real token
     # see the pads after it, and the pads' own outputs are masked out of the loss.

@@ -39,18 +39,20 @@ def gptq_hessian(X: Tensor) -> Tensor:
 def gptq_quantize(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None,
                   block_size: int = 128, damp: float = 0.01, symmetric: bool = False,
                   act_order: bool = False) -> Tensor:
-    """GPTQ-quantize W (out, in) using calibration inputs X (n, in); returns the dequantized weight.
+    """GPTQ-quantize W (out, in) using calibration inputs X (n, in).
 
+    Returns the dequantized weight.
     ``group_size``: None = one scale per output row, fixed before the sweep; int g = new
     scales for each run of g input columns, computed when the group starts from the
-    weights as they are then, error updates included. ``symmetric`` defaults to False, the
-    reference's default (its ``--sym`` flag is off); pass the same value to ``rtn_quantize``
-    when comparing the two. ``act_order``: quantize columns by decreasing Hessian diagonal.
+    weights as they are then, error updates included. ``symmetric`` defaults to False,
+    the reference's default (its ``--sym`` flag is off); pass the same value to
+    ``rtn_quantize`` when comparing the two. ``act_order``: quantize columns by
+    decreasing Hessian diagonal.
 
-    One deliberate difference from the reference: when a group starts inside a lazy block,
-    the reference reads the group from the full matrix, which does not yet hold the
-    updates from earlier columns of the same block. We read the truly current weights,
-    so that the result equals the column-by-column OBS procedure exactly.
+    One deliberate difference from the reference: when a group starts inside a lazy
+    block, the reference reads the group from the full matrix, which does not yet hold
+    the updates from earlier columns of the same block. We read the truly current
+    weights, so that the result equals the column-by-column OBS procedure exactly.
     """
     check_pair(W, X)
     check_bits(bits)

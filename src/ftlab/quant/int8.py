@@ -60,7 +60,10 @@ def outlier_features(x: Tensor, threshold: float = 6.0) -> Tensor:
 
 
 def int8_outlier_matmul(x: Tensor, W: Tensor, threshold: float = 6.0) -> Tensor:
-    """LLM.int8(): outlier feature columns in full precision, the rest vector-wise int8; returns x Wᵀ (n, out)."""
+    """LLM.int8(): outlier feature columns in full precision, the rest vector-wise int8.
+
+    Returns x Wᵀ (n, out).
+    """
     check_pair(W, x)
     threshold = _check_threshold(threshold)
     dt = work_dtype(x)

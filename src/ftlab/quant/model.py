@@ -87,10 +87,11 @@ def capture_inputs(
     names: Optional[Sequence[str]] = None,
     pad_mask: Optional[torch.Tensor] = None,
 ) -> dict[str, torch.Tensor]:
-    """Run ``ids`` (B, T) through the model; return {layer name: its inputs (n_tokens, in_features)}.
+    """Run ``ids`` (B, T) through the model and return each linear layer's inputs.
 
-    Forward hooks record each linear layer's input. ``pad_mask`` (B, T), 1 on real tokens,
-    drops padding positions so they do not count as calibration data.
+    Returns {layer name: its inputs (n_tokens, in_features)}. Forward hooks record
+    each linear layer's input. ``pad_mask`` (B, T), 1 on real tokens, drops padding
+    positions so they do not count as calibration data.
     """
     names = _check_names(model, names if names is not None else linear_names(model))
     if pad_mask is None:
@@ -142,11 +143,12 @@ def quantize_model(
     bits_for: Optional[dict[str, int]] = None,
     act_order: bool = False,
 ) -> nn.Module:
-    """A quantized copy of ``model``: every layer in ``names`` (default all block linears) fake-quantized.
+    """A quantized copy of ``model``: every layer in ``names`` fake-quantized.
 
+    ``names`` defaults to all block linears.
     ``calib`` is what :func:`capture_inputs` returns (needed by gptq and awq).
-    ``bits_for`` overrides the bit-width per layer (mixed precision); a value of 16 keeps
-    that layer in float. Biases stay in float, as in every weight-only scheme.
+    ``bits_for`` overrides the bit-width per layer (mixed precision); a value of 16
+    keeps that layer in float. Biases stay in float, as in every weight-only scheme.
     ``act_order`` (gptq only) is GPTQ's act-order / ``desc_act``.
     """
     if method not in METHODS:
@@ -206,7 +208,10 @@ def layer_sensitivity(
     method: str = "rtn",
     calib: Optional[dict[str, torch.Tensor]] = None,
 ) -> dict[str, float]:
-    """Held-out NLL increase when only one layer is quantized, for each layer: where the damage comes from."""
+    """Held-out NLL increase when only one layer is quantized, for each layer.
+
+    It shows where the damage comes from.
+    """
     names = _check_names(model, names if names is not None else linear_names(model))
     base = heldout_nll(model, batch)
     return {
@@ -222,13 +227,14 @@ def layer_sensitivity(
 def plant_outlier_channels(
     model: nn.Module, n_channels: int = 4, factor: float = 20.0, seed: int = 0
 ) -> nn.Module:
-    """A copy of ``model`` that computes the same function but has activation outliers, as large LLMs do.
+    """A copy of ``model`` that computes the same function but has activation outliers.
 
-    For ``n_channels`` residual channels j (the same in every block), the LayerNorms
-    ``ln_1`` and ``ln_2`` multiply channel j by ``factor`` and the layers reading from them
-    (q/k/v_proj, up_proj) divide column j by ``factor``: the reverse of the fold AWQ and
-    SmoothQuant do. In float the model is unchanged; the inputs of those layers now have
-    a few channels ``factor``× larger than the rest, met by small weights.
+    Large LLMs have such outliers. For ``n_channels`` residual channels j (the same in
+    every block), the LayerNorms ``ln_1`` and ``ln_2`` multiply channel j by ``factor``
+    and the layers reading from them (q/k/v_proj, up_proj) divide column j by
+    ``factor``: the reverse of the fold AWQ and SmoothQuant do. In float the model is
+    unchanged; the inputs of those layers now have a few channels ``factor``× larger
+    than the rest, met by small weights.
     """
     if (
         isinstance(n_channels, bool)

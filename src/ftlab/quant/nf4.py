@@ -36,7 +36,8 @@ def nf4_codebook(offset: float = NF4_OFFSET) -> Tensor:
 
     Asymmetric on purpose: with 16 codes, a symmetric table either loses the exact zero
     or wastes a code on a second zero, so bitsandbytes gives the extra code to the
-    positive side. ``statistics.NormalDist().inv_cdf`` stands in for scipy's ``norm.ppf``.
+    positive side. ``statistics.NormalDist().inv_cdf`` stands in for scipy's
+    ``norm.ppf``.
     """
     if not isinstance(offset, (int, float)) or not 0.5 < offset < 1.0:
         raise ValueError(f"offset must be a probability in (0.5, 1), got {offset!r}")

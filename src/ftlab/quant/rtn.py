@@ -29,7 +29,10 @@ GroupSize = Union[None, int, str]
 
 
 def absmax_scale(x: Tensor, bits: int, dim: Optional[int] = -1) -> Tensor:
-    """Symmetric step size: max|x| / (2^(bits-1) − 1) along ``dim`` (kept), or over all of x if dim is None."""
+    """Symmetric step size: max|x| / (2^(bits-1) − 1) along ``dim`` (kept).
+
+    If dim is None, the max is taken over all of x.
+    """
     check_float("x", x)
     check_bits(bits)
     amax = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
@@ -41,7 +44,10 @@ def absmax_scale(x: Tensor, bits: int, dim: Optional[int] = -1) -> Tensor:
 def zeropoint_params(
     x: Tensor, bits: int, dim: Optional[int] = -1
 ) -> tuple[Tensor, Tensor]:
-    """Asymmetric (scale, zero): scale = (max − min)/(2^bits − 1), zero = round(−min/scale), range widened to hold 0."""
+    """Asymmetric (scale, zero), with the range widened to hold 0.
+
+    scale = (max − min)/(2^bits − 1), zero = round(−min/scale).
+    """
     check_float("x", x)
     check_bits(bits)
     if dim is None:

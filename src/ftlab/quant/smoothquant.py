@@ -36,7 +36,10 @@ def _check_alpha(alpha) -> float:
 def smooth_scales(
     act_absmax: Tensor, weight_absmax: Tensor, alpha: float = 0.5
 ) -> Tensor:
-    """s_j = max|X_j|^α / max|W_j|^(1−α), per input channel j, both maxima clamped at 1e-5."""
+    """s_j = max|X_j|^α / max|W_j|^(1−α), per input channel j.
+
+    Both maxima are clamped at 1e-5.
+    """
     check_float("act_absmax", act_absmax)
     check_float("weight_absmax", weight_absmax)
     alpha = _check_alpha(alpha)
