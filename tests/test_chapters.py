@@ -87,3 +87,70 @@ def test_questions_have_the_four_parts():
             body = text[start: start + 1 + nxt.start()] if nxt else text[start:]
             assert re.search(r"^\*\*Answer\.?\*\*", body, re.M), f"{name}: {label} has no **Answer**"
             assert "**Numbers to know**" in body, f"{name}: {label} has no **Numbers to know**"
+
+
+# `from ftlab[.x] import a, b as c` (also parenthesized over several lines) and
+# `import ftlab[.x] [as y]`: how a chapter names what it passes to ftlab.show.
+FROM_IMPORT = re.compile(r"^from (ftlab(?:\.\w+)*) import (\([^)]*\)|[^\n]+)", re.M)
+PLAIN_IMPORT = re.compile(r"^import (ftlab(?:\.\w+)*)(?: as (\w+))?[ \t]*$", re.M)
+SHOWN = re.compile(r"ftlab\.show\(\s*([A-Za-z_][\w.]*)\s*\)")
+PAGE_WIDTH = 88
+
+
+def _ftlab_aliases(text: str) -> dict[str, str]:
+    """{name a chapter uses: the dotted ftlab path it stands for}."""
+    aliases = {}
+    for mod, names in FROM_IMPORT.findall(text):
+        for item in names.strip("()").split(","):
+            item = item.split("#")[0].strip()
+            if item:
+                name, _, alias = item.partition(" as ")
+                aliases[(alias or name).strip()] = f"{mod}.{name.strip()}"
+    for mod, alias in PLAIN_IMPORT.findall(text):
+        aliases[alias or mod.split(".")[0]] = mod if alias else mod.split(".")[0]
+    return aliases
+
+
+def _resolve(path: str):
+    """The object at a dotted path such as ``ftlab.quant.gptq_quantize``."""
+    import importlib
+
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            obj = getattr(obj, part)
+        return obj
+    raise ImportError(path)
+
+
+def test_shown_code_fits_the_page():
+    """Every ftlab function or class a chapter shows with ``ftlab.show`` is rendered as a
+    code block, so none of its source lines may be wider than the page (88 characters)."""
+    import inspect
+
+    checked, too_long = set(), []
+    for md in CHAPTERS:
+        text = md.read_text(encoding="utf-8")
+        aliases = _ftlab_aliases(text)
+        for shown in SHOWN.findall(text):
+            head, _, rest = shown.partition(".")
+            if head not in aliases:
+                continue  # a function the chapter defines itself
+            path = aliases[head] + ("." + rest if rest else "")
+            obj = inspect.unwrap(_resolve(path))
+            if path in checked:
+                continue
+            checked.add(path)
+            lines, start = inspect.getsourcelines(obj)
+            where = Path(inspect.getsourcefile(obj)).relative_to(ROOT)
+            for i, line in enumerate(lines):
+                width = len(line.rstrip("\n"))
+                if width > PAGE_WIDTH:
+                    too_long.append(f"{md.name} shows {shown}: {where}:{start + i} "
+                                    f"is {width} characters")
+    assert len(checked) >= 20, f"only {len(checked)} shown objects found: {sorted(checked)}"
+    assert not too_long, "shown code wider than the page:\n" + "\n".join(too_long)

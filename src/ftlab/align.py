@@ -76,12 +76,20 @@ def _posint(x, name: str) -> int:
 
 
 # --- the reward model ---------------------------------------------------------------
-def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
-    """−log σ(r_chosen − r_rejected), averaged over pairs (Bradley & Terry 1952; InstructGPT's RM loss)."""
+def bradley_terry_loss(
+    r_chosen: torch.Tensor, r_rejected: torch.Tensor
+) -> torch.Tensor:
+    """−log σ(r_chosen − r_rejected), averaged over pairs.
+
+    The pairwise loss of Bradley & Terry 1952; InstructGPT's RM loss.
+    """
     _tensor(r_chosen, "r_chosen"), _tensor(r_rejected, "r_rejected")
     _same_shape(r_chosen=r_chosen, r_rejected=r_rejected)
     if r_chosen.dim() != 1 or len(r_chosen) == 0:
-        raise ValueError(f"rewards must be 1-D with one entry per pair, got shape {tuple(r_chosen.shape)}")
+        raise ValueError(
+            "rewards must be 1-D with one entry per pair, "
+            f"got shape {tuple(r_chosen.shape)}"
+        )
     return -F.logsigmoid(r_chosen - r_rejected).mean()
 
 
@@ -98,7 +106,7 @@ def _join(prompts: Sequence[str], completions: Sequence[str], finished: Sequence
 
 
 class RewardModel(nn.Module):
-    """r(x, y): a copy of a TinyGPT whose LM head is swapped for a scalar head, read at the last token.
+    """r(x, y): a copy of a TinyGPT whose LM head is swapped for a scalar head.
 
     Essentially what Hugging Face's ``AutoModelForSequenceClassification(num_labels=1)``
     builds: the body is the SFT model, the ``score`` head is new, and the reward of a
@@ -109,9 +117,13 @@ class RewardModel(nn.Module):
     def __init__(self, backbone: TinyGPT):
         super().__init__()
         if not isinstance(backbone, TinyGPT):
-            raise TypeError(f"backbone must be a TinyGPT, got {type(backbone).__name__}")
+            raise TypeError(
+                f"backbone must be a TinyGPT, got {type(backbone).__name__}"
+            )
         self.body = copy.deepcopy(backbone)
-        self.body.lm_head = nn.Linear(backbone.config.d_model, 1, bias=True)  # the new scalar "score" head
+        self.body.lm_head = nn.Linear(
+            backbone.config.d_model, 1, bias=True
+        )  # the new scalar "score" head
         nn.init.normal_(self.body.lm_head.weight, std=0.02)
         nn.init.zeros_(self.body.lm_head.bias)
         self.body.requires_grad_(True)
@@ -122,12 +134,15 @@ class RewardModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.body(ids, attention_mask=attention_mask).squeeze(-1)   # (B, T)
-        last = attention_mask.long().sum(1) - 1                          # right padding: last real token
+        last = attention_mask.long().sum(1) - 1  # right padding: last real token
         return out.gather(1, last[:, None]).squeeze(1)                   # (B,)
 
     def score(self, prompts: Sequence[str], completions: Sequence[str],
               finished: Sequence[bool] | None = None) -> torch.Tensor:
-        """Rewards of completions (EOS appended where ``finished``), one per row; differentiable."""
+        """Rewards of completions (EOS appended where ``finished``), one per row.
+
+        The rewards are differentiable.
+        """
         ids, attn, _ = _join(prompts, completions, finished)
         return self(ids.to(self.device), attn.to(self.device))
 
@@ -177,29 +192,49 @@ def reward_accuracy(rm: RewardModel, pairs: Sequence[PreferencePair], template: 
 
 
 # --- DPO and IPO --------------------------------------------------------------------
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.1,
-             loss_type: str = "sigmoid", dpop_lambda: float = 5.0):
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    dpop_lambda: float = 5.0,
+):
     """The DPO loss (Rafailov et al. 2023, eq. 7), averaged over pairs.
 
     Inputs are log π(y|x) summed over completion tokens, one per pair. Returns
     ``(loss, chosen_rewards, rejected_rewards)`` with rewards β·(log π − log π_ref), the
     implicit rewards TRL logs (detached). ``loss_type="ipo"`` gives IPO's squared loss
     (Azar et al. 2023, eq. 17), (h − 1/(2β))², where h is the same log-ratio difference;
-    see ``ipo_loss`` for the length-averaged inputs TRL feeds it. ``loss_type="dpop"`` is
-    DPO-Positive (Pal et al. 2024, eq. 3): −log σ(β·(h − λ·max(0, log π_ref(y_w) − log π(y_w)))),
-    which charges the policy whenever the chosen answer's log-prob falls below the reference's.
+    see ``ipo_loss`` for the length-averaged inputs TRL feeds it.
+    ``loss_type="dpop"`` is DPO-Positive (Pal et al. 2024, eq. 3):
+    −log σ(β·(h − λ·max(0, log π_ref(y_w) − log π(y_w)))), which charges the policy
+    whenever the chosen answer's log-prob falls below the reference's.
     """
-    for name, t in (("policy_chosen_logps", policy_chosen_logps), ("policy_rejected_logps", policy_rejected_logps),
-                    ("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)):
+    for name, t in (
+        ("policy_chosen_logps", policy_chosen_logps),
+        ("policy_rejected_logps", policy_rejected_logps),
+        ("ref_chosen_logps", ref_chosen_logps),
+        ("ref_rejected_logps", ref_rejected_logps),
+    ):
         _tensor(t, name)
         if t.dim() != 1 or len(t) == 0:
-            raise ValueError(f"{name} must be 1-D with one summed log-prob per pair, got shape {tuple(t.shape)}")
-    _same_shape(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
+            raise ValueError(
+                f"{name} must be 1-D with one summed log-prob per pair, "
+                f"got shape {tuple(t.shape)}"
+            )
+    _same_shape(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
+    )
     beta = _positive(beta, "beta")
     if loss_type not in ("sigmoid", "ipo", "dpop"):
-        raise ValueError(f"loss_type must be 'sigmoid' (DPO), 'ipo' or 'dpop', got {loss_type!r}")
+        raise ValueError(
+            f"loss_type must be 'sigmoid' (DPO), 'ipo' or 'dpop', got {loss_type!r}"
+        )
     dpop_lambda = _nonneg(dpop_lambda, "dpop_lambda")
     chosen_logratio = policy_chosen_logps - ref_chosen_logps       # log π/π_ref of y_w
     rejected_logratio = policy_rejected_logps - ref_rejected_logps  # log π/π_ref of y_l
@@ -207,10 +242,16 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     if loss_type == "sigmoid":
         losses = -F.logsigmoid(beta * h)
     elif loss_type == "dpop":
-        losses = -F.logsigmoid(beta * (h - dpop_lambda * (-chosen_logratio).clamp(min=0)))
+        losses = -F.logsigmoid(
+            beta * (h - dpop_lambda * (-chosen_logratio).clamp(min=0))
+        )
     else:
         losses = (h - 1.0 / (2.0 * beta)) ** 2
-    return losses.mean(), (beta * chosen_logratio).detach(), (beta * rejected_logratio).detach()
+    return (
+        losses.mean(),
+        (beta * chosen_logratio).detach(),
+        (beta * rejected_logratio).detach(),
+    )
 
 
 def ipo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta: float = 0.1):
@@ -241,33 +282,57 @@ class DPOHistory:
     rejected_logp: list[float] = field(default_factory=list)
 
 
-def train_dpo(policy, ref, pairs: Sequence[PreferencePair], steps: int = 100, lr: float = 1e-4, beta: float = 0.1,
-              batch_size: int = 32, loss_type: str = "sigmoid", dpop_lambda: float = 5.0, rpo_alpha: float = 0.0,
-              seed: int = 0, template: str = "chat") -> DPOHistory:
-    """Train ``policy`` in place on preference pairs with DPO (or IPO, DPOP); ``ref`` stays frozen.
+def train_dpo(
+    policy,
+    ref,
+    pairs: Sequence[PreferencePair],
+    steps: int = 100,
+    lr: float = 1e-4,
+    beta: float = 0.1,
+    batch_size: int = 32,
+    loss_type: str = "sigmoid",
+    dpop_lambda: float = 5.0,
+    rpo_alpha: float = 0.0,
+    seed: int = 0,
+    template: str = "chat",
+) -> DPOHistory:
+    """Train ``policy`` in place on preference pairs with DPO (or IPO, DPOP).
 
-    The reference log-probs are computed once, up front: the reference model never
-    changes, which is why DPO needs it only as a table of numbers. ``rpo_alpha > 0`` adds
-    that weight times the chosen answers' per-token negative log-likelihood (an SFT term,
-    as in Pang et al. 2024; TRL: ``loss_type=["sigmoid", "sft"]``, ``rpo_alpha`` before 0.29).
+    ``ref`` stays frozen. The reference log-probs are computed once, up front: the
+    reference model never changes, which is why DPO needs it only as a table of numbers.
+    ``rpo_alpha > 0`` adds that weight times the chosen answers' per-token negative
+    log-likelihood (an SFT term, as in Pang et al. 2024; TRL:
+    ``loss_type=["sigmoid", "sft"]``, ``rpo_alpha`` before 0.29).
     """
-    pairs, steps, batch_size = _pairs(pairs), _posint(steps, "steps"), _posint(batch_size, "batch_size")
+    pairs, steps, batch_size = (
+        _pairs(pairs),
+        _posint(steps, "steps"),
+        _posint(batch_size, "batch_size"),
+    )
     _positive(lr, "lr"), _positive(beta, "beta")
     rpo_alpha = _nonneg(rpo_alpha, "rpo_alpha")
     if loss_type not in ("sigmoid", "ipo", "dpop"):
-        raise ValueError(f"loss_type must be 'sigmoid' (DPO), 'ipo' or 'dpop', got {loss_type!r}")
-    n_chosen = torch.tensor([len(p.chosen) + 1.0 for p in pairs])   # completion tokens incl. EOS
+        raise ValueError(
+            f"loss_type must be 'sigmoid' (DPO), 'ipo' or 'dpop', got {loss_type!r}"
+        )
+    n_chosen = torch.tensor(
+        [len(p.chosen) + 1.0 for p in pairs]
+    )  # completion tokens incl. EOS
     average = loss_type == "ipo"
     with torch.no_grad():
         ref_c, ref_r = pair_logps(ref, pairs, average, template)
-    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(
+        [p for p in policy.parameters() if p.requires_grad], lr=lr, weight_decay=0.0
+    )
     gen = torch.Generator().manual_seed(shift(seed))
     hist = DPOHistory()
     policy.train()
     for _ in progress(range(steps), desc="dpo"):
         idx = torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=gen)
         pc, pr = pair_logps(policy, [pairs[i] for i in idx.tolist()], average, template)
-        loss, cr, rr = dpo_loss(pc, pr, ref_c[idx], ref_r[idx], beta, loss_type, dpop_lambda)
+        loss, cr, rr = dpo_loss(
+            pc, pr, ref_c[idx], ref_r[idx], beta, loss_type, dpop_lambda
+        )
         if rpo_alpha > 0:
             per_token = pc if average else pc / n_chosen[idx].to(pc.device)
             loss = loss - rpo_alpha * per_token.mean()
@@ -335,22 +400,35 @@ def token_logprobs(model, ids: torch.Tensor, attention_mask: torch.Tensor, compl
     return logp * completion_mask[:, 1:]
 
 
-def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                         mask: torch.Tensor, beta: float) -> torch.Tensor:
-    """InstructGPT's per-token reward: r_t = −β·(log π_t − log π_ref,t), plus the RM score at the last token.
+def kl_penalized_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """InstructGPT's per-token reward: a KL penalty, plus the RM score at the end.
 
+    r_t = −β·(log π_t − log π_ref,t), plus the RM score at the last token.
     scores (B,); logprobs, ref_logprobs, mask (B, T). Returns (B, T), zero off the mask.
     """
-    _tensor(scores, "scores"), _tensor(logprobs, "logprobs"), _tensor(ref_logprobs, "ref_logprobs")
+    _tensor(scores, "scores"), _tensor(logprobs, "logprobs"), _tensor(
+        ref_logprobs, "ref_logprobs"
+    )
     _same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
     if scores.dim() != 1 or logprobs.dim() != 2 or len(scores) != len(logprobs):
-        raise ValueError(f"scores must be (B,) and logprobs (B, T); got {tuple(scores.shape)} and {tuple(logprobs.shape)}")
+        raise ValueError(
+            f"scores must be (B,) and logprobs (B, T); got {tuple(scores.shape)} "
+            f"and {tuple(logprobs.shape)}"
+        )
     beta = _nonneg(beta, "beta")
     m = mask.float()
     if (m.sum(1) == 0).any():
         raise ValueError("every row of mask needs at least one completion token")
     rewards = -beta * (logprobs - ref_logprobs) * m
-    last = (m * torch.arange(m.shape[1], device=m.device)).argmax(1)  # index of each row's last token
+    last = (m * torch.arange(m.shape[1], device=m.device)).argmax(
+        1
+    )  # index of each row's last token
     return rewards.scatter_add(1, last[:, None], scores[:, None].to(rewards.dtype))
 
 
@@ -363,16 +441,26 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tens
     return (x - mean) / (var.sqrt() + eps) * m
 
 
-def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                  mask: torch.Tensor, clip_eps: float = 0.2) -> torch.Tensor:
-    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), negated, averaged over completion tokens.
+def ppo_clip_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+) -> torch.Tensor:
+    """PPO's clipped surrogate, negated, averaged over completion tokens.
 
-    −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A) with ρ = exp(log π − log π_old), per token.
+    −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A) with ρ = exp(log π − log π_old), per token
+    (Schulman et al. 2017, eq. 7).
     """
-    _same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
+    _same_shape(
+        logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask
+    )
     clip_eps = _positive(clip_eps, "clip_eps")
     ratio = torch.exp(logprobs - old_logprobs)
-    surr = torch.minimum(ratio * advantages, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages)
+    surr = torch.minimum(
+        ratio * advantages, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages
+    )
     m = mask.float()
     return -(surr * m).sum() / m.sum().clamp(min=1)
 
@@ -482,14 +570,18 @@ def grpo_advantages(rewards: torch.Tensor, scale: str = "group", unbiased: bool 
                     eps: float = 1e-4) -> torch.Tensor:
     """Group-relative advantages for rewards of shape (num_prompts, G).
 
-    ``scale="group"``: (r − mean)/(std + eps) within each group (GRPO, Shao et al. 2024).
+    ``scale="group"``: (r − mean)/(std + eps) within each group
+    (GRPO, Shao et al. 2024).
     The std is Bessel-corrected (divides by G − 1) by default, as TRL's ``.std()`` is;
     ``unbiased=False`` gives the population std. ``scale="none"``: r − mean only, as in
     Dr. GRPO (Liu et al. 2025). A group whose rewards are all equal gets zero advantage.
     """
     _tensor(rewards, "rewards")
     if rewards.dim() != 2 or rewards.shape[1] < 2:
-        raise ValueError(f"rewards must have shape (num_prompts, G) with G >= 2, got {tuple(rewards.shape)}")
+        raise ValueError(
+            "rewards must have shape (num_prompts, G) with G >= 2, "
+            f"got {tuple(rewards.shape)}"
+        )
     if scale not in ("group", "none"):
         raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
     if not isinstance(unbiased, bool):
@@ -514,24 +606,41 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
-def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor | None,
-              advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float = 0.2, beta: float = 0.04,
-              length_norm: str = "sequence", max_len: int | None = None) -> torch.Tensor:
-    """The clipped GRPO objective, negated. Per-token tensors are (N, T); advantages (N,).
+def grpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+    beta: float = 0.04,
+    length_norm: str = "sequence",
+    max_len: int | None = None,
+) -> torch.Tensor:
+    """The clipped GRPO objective, negated.
 
+    Per-token tensors are (N, T); advantages (N,).
     per token: −[min(ρ·A, clip(ρ, 1±ε)·A) − β·k3]; then ``length_norm`` says how tokens
     are averaged:
-      "sequence"  mean over each sequence's tokens (1/|o_i|), then over sequences: GRPO's paper
-      "token"     sum over all tokens / total tokens: DAPO's token-level average (TRL's default)
+      "sequence"  mean over each sequence's tokens (1/|o_i|), then over sequences:
+                  GRPO's paper
+      "token"     sum over all tokens / total tokens: DAPO's token-level average
+                  (TRL's default)
       "constant"  sum over all tokens / (N · max_len): Dr. GRPO, no length bias
     ``beta=0`` (or ``ref_logprobs=None``) drops the KL term, as TRL's default does.
     """
     _same_shape(logprobs=logprobs, old_logprobs=old_logprobs, mask=mask)
     _tensor(advantages, "advantages")
     if advantages.dim() != 1 or len(advantages) != len(logprobs):
-        raise ValueError(f"advantages must be (N,) with N = {len(logprobs)}, got shape {tuple(advantages.shape)}")
+        raise ValueError(
+            f"advantages must be (N,) with N = {len(logprobs)}, "
+            f"got shape {tuple(advantages.shape)}"
+        )
     if length_norm not in ("sequence", "token", "constant"):
-        raise ValueError(f"length_norm must be 'sequence', 'token' or 'constant', got {length_norm!r}")
+        raise ValueError(
+            "length_norm must be 'sequence', 'token' or 'constant', "
+            f"got {length_norm!r}"
+        )
     beta, clip_eps = _nonneg(beta, "beta"), _positive(clip_eps, "clip_eps")
     m = mask.float()
     if (m.sum(1) == 0).any():
@@ -548,7 +657,10 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: 
     if length_norm == "token":
         return per_tok.sum() / m.sum()
     if max_len is None:
-        raise ValueError("length_norm='constant' needs max_len (the completion budget, e.g. max_new_tokens)")
+        raise ValueError(
+            "length_norm='constant' needs max_len "
+            "(the completion budget, e.g. max_new_tokens)"
+        )
     return per_tok.sum() / (len(logprobs) * _posint(max_len, "max_len"))
 
 
@@ -619,12 +731,14 @@ def train_grpo(policy, task: str | Task, items: Sequence[Item], steps: int = 12,
 # --- RLAIF: a judge with known biases ---------------------------------------------------
 @dataclass(frozen=True)
 class BiasedJudge:
-    """A simulated AI judge comparing two answers, with biases we set and can therefore measure.
+    """A simulated AI judge comparing two answers, with biases we set and can measure.
 
     It knows the right answer (a strong judge), but:
-      verbosity  when the two answers differ in length by ≥ 3 characters, it prefers the
-                 longer one with this probability (LLM judges' verbosity bias, Zheng et al. 2023);
-      position   with this probability it simply picks the answer shown first (position bias);
+      verbosity  when the two answers differ in length by ≥ 3 characters, it prefers
+                 the longer one with this probability (LLM judges' verbosity bias,
+                 Zheng et al. 2023);
+      position   with this probability it simply picks the answer shown first
+                 (position bias);
       noise      otherwise it picks the wrong answer with this probability.
     """
 
@@ -635,10 +749,18 @@ class BiasedJudge:
     def __post_init__(self):
         for name in ("verbosity", "position", "noise"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise ValueError(f"BiasedJudge.{name} must be a probability in [0, 1], got {v!r}")
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not 0 <= v <= 1
+            ):
+                raise ValueError(
+                    f"BiasedJudge.{name} must be a probability in [0, 1], got {v!r}"
+                )
 
-    def prefers_first(self, first: str, second: str, first_is_right: bool, rng: random.Random) -> bool:
+    def prefers_first(
+        self, first: str, second: str, first_is_right: bool, rng: random.Random
+    ) -> bool:
         """Does the judge prefer ``first`` (shown first) over ``second``?"""
         if rng.random() < self.position:
             return True

@@ -14,30 +14,46 @@ from .tokenizer import ASSISTANT, EOS, MAX_LEN, USER, encode
 ROLES = ("user", "assistant")
 
 
-def apply_chat_template(messages: list[dict], add_generation_prompt: bool = False) -> str:
+def apply_chat_template(
+    messages: list[dict], add_generation_prompt: bool = False
+) -> str:
     """Render ``[{"role": "user"|"assistant", "content": str}, ...]`` as one string.
 
     With ``add_generation_prompt`` the string ends with the assistant marker, ready
     for the model to answer, as in Hugging Face's method of the same name.
     """
     if not isinstance(messages, (list, tuple)) or not messages:
-        raise ValueError(f"messages must be a non-empty list of dicts, got {messages!r}")
+        raise ValueError(
+            f"messages must be a non-empty list of dicts, got {messages!r}"
+        )
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or set(m) != {"role", "content"}:
-            raise ValueError(f"message {i} must be a dict with keys 'role' and 'content', got {m!r}")
+            raise ValueError(
+                f"message {i} must be a dict with keys 'role' and 'content', got {m!r}"
+            )
         role, content = m["role"], m["content"]
         if role != ROLES[i % 2]:
-            raise ValueError(f"message {i} has role {role!r}; turns must alternate user, assistant, ...")
+            raise ValueError(
+                f"message {i} has role {role!r}; turns must alternate "
+                "user, assistant, ..."
+            )
         if not isinstance(content, str):
-            raise TypeError(f"message {i} content must be a str, got {type(content).__name__}")
+            raise TypeError(
+                f"message {i} content must be a str, got {type(content).__name__}"
+            )
         for marker in (USER, ASSISTANT, EOS):
             if marker in content:
-                raise ValueError(f"message {i} content {content!r} contains the template marker {marker!r}")
+                raise ValueError(
+                    f"message {i} content {content!r} contains the template "
+                    f"marker {marker!r}"
+                )
         out.append(USER + content if role == "user" else ASSISTANT + content + EOS)
     if add_generation_prompt:
         if messages[-1]["role"] != "user":
-            raise ValueError("add_generation_prompt needs the last message to be the user's")
+            raise ValueError(
+                "add_generation_prompt needs the last message to be the user's"
+            )
         out.append(ASSISTANT)
     return "".join(out)
 
@@ -83,7 +99,9 @@ def sft_tensors(examples: list[Example], mask_prompt: bool = True):
             raise TypeError(f"expected ftlab.Example, got {type(ex).__name__}: {ex!r}")
         p, c = encode(ex.prompt), encode(ex.completion + EOS)
         if len(p) + len(c) > MAX_LEN:
-            raise ValueError(f"example of length {len(p) + len(c)} exceeds MAX_LEN={MAX_LEN}: {ex!r}")
+            raise ValueError(
+                f"example of length {len(p) + len(c)} exceeds MAX_LEN={MAX_LEN}: {ex!r}"
+            )
         rows.append(p + c)
         masks.append([0 if mask_prompt else 1] * len(p) + [1] * len(c))
     T = max(len(r) for r in rows)

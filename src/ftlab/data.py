@@ -57,21 +57,30 @@ def corrupt_answer(answer: str, rng: random.Random) -> str:
     return answer[:i] + rng.choice(pool) + answer[i + 1:]
 
 
-def add_label_noise(data: Sequence[T], rate: float, seed: int = 0) -> tuple[list[T], list[bool]]:
+def add_label_noise(
+    data: Sequence[T], rate: float, seed: int = 0
+) -> tuple[list[T], list[bool]]:
     """Corrupt the answers of ``round(rate * len(data))`` rows chosen at random.
 
     ``data`` is a list of ``Item`` (the ``answer`` changes) or ``Example`` (the
     ``completion`` changes). Returns ``(noisy, flipped)``: a new list in the same order
     and, per row, whether its label was corrupted. The input is not modified.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, (int, float))
+        or not 0 <= rate <= 1
+    ):
         raise ValueError(f"rate must be in [0, 1], got {rate!r}")
     data = list(data)
     if not data:
         raise ValueError("data is empty")
     kinds = {type(d) for d in data}
     if not kinds <= {Item, Example} or len(kinds) != 1:
-        raise TypeError(f"data must be all ftlab.Item or all ftlab.Example, got {sorted(k.__name__ for k in kinds)}")
+        raise TypeError(
+            "data must be all ftlab.Item or all ftlab.Example, "
+            f"got {sorted(k.__name__ for k in kinds)}"
+        )
     rng = random.Random(shift(seed))
     chosen = set(rng.sample(range(len(data)), round(rate * len(data))))
     noisy, flipped = [], []
@@ -148,11 +157,14 @@ def _check_threshold(threshold) -> None:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
 
 
-def near_duplicates_jaccard(rows: Sequence[Row], threshold: float = 0.7, n: int = 3) -> list[tuple[int, int, float]]:
-    """Every pair ``(i, j, similarity)``, i < j, whose n-gram Jaccard is at least ``threshold``.
+def near_duplicates_jaccard(
+    rows: Sequence[Row], threshold: float = 0.7, n: int = 3
+) -> list[tuple[int, int, float]]:
+    """Every pair of rows whose n-gram Jaccard similarity is at least ``threshold``.
 
-    Exact, and quadratic in the number of rows: fine for thousands, not for millions
-    (MinHash, below, is how the big pipelines do it).
+    Pairs come as ``(i, j, similarity)`` with i < j. Exact, and quadratic in the
+    number of rows: fine for thousands, not for millions (MinHash, below, is how the
+    big pipelines do it).
     """
     _check_threshold(threshold)
     grams = [ngrams(t, n) for t in _texts(rows)]

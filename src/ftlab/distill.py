@@ -93,18 +93,24 @@ def _reduce(per_row: Tensor, m: Tensor, reduction: str, shape) -> Tensor:
 
 
 # --- the losses ---------------------------------------------------------------------
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, T: float = 2.0, mask: Tensor | None = None,
-            reduction: str = "mean") -> Tensor:
-    """Hinton's soft-target loss: T² · KL(p_teacher^T ‖ p_student^T), averaged over (masked) positions.
+def kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    T: float = 2.0,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Hinton's soft-target loss: T² · KL(p_teacher^T ‖ p_student^T).
 
-    p^T = softmax(logits / T). The T² keeps the gradient's size roughly independent of T,
-    so the weight between this loss and a hard-label loss means the same at any T.
+    Averaged over (masked) positions. p^T = softmax(logits / T). The T² keeps the
+    gradient's size roughly independent of T, so the weight between this loss and a
+    hard-label loss means the same at any T.
     """
     T = _check_temperature(T)
     s, t, m = _flatten(student_logits, teacher_logits, mask)
     log_ps = F.log_softmax(s / T, dim=-1)                      # (N, V) student
-    log_pt = F.log_softmax(t.detach() / T, dim=-1)             # (N, V) teacher: a fixed target
-    kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1)            # (N,) KL(teacher ‖ student)
+    log_pt = F.log_softmax(t.detach() / T, dim=-1)  # (N, V) teacher: a fixed target
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1)  # (N,) KL(teacher ‖ student)
     return T * T * _reduce(kl, m, reduction, student_logits.shape[:-1])
 
 
@@ -153,20 +159,40 @@ def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float 
     return T * T * _reduce(jsd, m, reduction, student_logits.shape[:-1])
 
 
-def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, T: float = 2.0,
-                      alpha: float = 0.5, mask: Tensor | None = None) -> Tensor:
-    """alpha · kd_loss(T) + (1 − alpha) · cross-entropy on the hard ``labels``, both over the same positions.
+def distillation_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    T: float = 2.0,
+    alpha: float = 0.5,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """alpha · kd_loss(T) + (1 − alpha) · cross-entropy on the hard ``labels``.
 
+    Both terms are taken over the same positions.
     labels: the target token ids, shaped like the logits without the vocabulary.
     alpha=1 is pure logit distillation; alpha=0 is plain SFT on the labels.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not 0.0 <= alpha <= 1.0
+    ):
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     s, _, m = _flatten(student_logits, teacher_logits, mask)
-    if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != tuple(student_logits.shape[:-1]):
-        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be a tensor of shape {tuple(student_logits.shape[:-1])}, got {shape}")
-    ce = F.cross_entropy(s, labels.reshape(-1).to(s.device), reduction="none")     # (N,)
+    if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != tuple(
+        student_logits.shape[:-1]
+    ):
+        shape = (
+            tuple(labels.shape)
+            if isinstance(labels, torch.Tensor)
+            else type(labels).__name__
+        )
+        raise ValueError(
+            f"labels must be a tensor of shape {tuple(student_logits.shape[:-1])}, "
+            f"got {shape}"
+        )
+    ce = F.cross_entropy(s, labels.reshape(-1).to(s.device), reduction="none")  # (N,)
     hard = _masked_mean(ce, m)
     if alpha == 0.0:
         return hard
@@ -209,9 +235,17 @@ def kd_grad_limit(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor |
 
 
 # --- labelling with the teacher -----------------------------------------------------
-def teacher_label(teacher, prompts: Sequence[str], max_new_tokens: int = 40, keep_steps: bool = True,
-                  student_prompts: Sequence[str] | None = None, template: str = "chat") -> list[Example]:
-    """Response distillation data: the teacher answers each user prompt greedily, in one batch.
+def teacher_label(
+    teacher,
+    prompts: Sequence[str],
+    max_new_tokens: int = 40,
+    keep_steps: bool = True,
+    student_prompts: Sequence[str] | None = None,
+    template: str = "chat",
+) -> list[Example]:
+    """Response distillation data: the teacher answers each user prompt greedily.
+
+    All prompts are answered in one batch.
 
     keep_steps       True: the completion is the teacher's whole output, worked steps
                      included (reasoning distillation); False: only the final answer
@@ -227,13 +261,24 @@ def teacher_label(teacher, prompts: Sequence[str], max_new_tokens: int = 40, kee
         raise ValueError("prompts is empty")
     student_prompts = prompts if student_prompts is None else list(student_prompts)
     if len(student_prompts) != len(prompts):
-        raise ValueError(f"{len(student_prompts)} student_prompts for {len(prompts)} prompts")
-    gens = generate(teacher, [format_prompt(p, template) for p in prompts], max_new_tokens=max_new_tokens)
+        raise ValueError(
+            f"{len(student_prompts)} student_prompts for {len(prompts)} prompts"
+        )
+    gens = generate(
+        teacher,
+        [format_prompt(p, template) for p in prompts],
+        max_new_tokens=max_new_tokens,
+    )
     out = []
     for sp, g in zip(student_prompts, gens):
         if not g.finished:
             continue
-        out.append(Example(format_prompt(sp, template), g.text if keep_steps else final_answer(g.text)))
+        out.append(
+            Example(
+                format_prompt(sp, template),
+                g.text if keep_steps else final_answer(g.text),
+            )
+        )
     return out
 
 
@@ -247,7 +292,9 @@ def answer_only(example: Example, prefix: str = "show ") -> Example:
         raise TypeError(f"expected ftlab.Example, got {type(example).__name__}")
     user, sep, rest = example.prompt.partition(prefix)
     if not sep:
-        raise ValueError(f"prompt {example.prompt!r} does not contain the prefix {prefix!r}")
+        raise ValueError(
+            f"prompt {example.prompt!r} does not contain the prefix {prefix!r}"
+        )
     return Example(user + rest, final_answer(example.completion))
 
 
@@ -346,11 +393,18 @@ def route(conf, student_correct, teacher_correct, threshold: float) -> RoutePoin
     s = _as_1d("student_correct", student_correct, bool)
     t = _as_1d("teacher_correct", teacher_correct, bool)
     if not len(c) == len(s) == len(t):
-        raise ValueError(f"conf, student_correct and teacher_correct differ in length: {len(c)}, {len(s)}, {len(t)}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+        raise ValueError(
+            "conf, student_correct and teacher_correct differ in length: "
+            f"{len(c)}, {len(s)}, {len(t)}"
+        )
+    if isinstance(threshold, bool) or not isinstance(
+        threshold, (int, float, np.floating)
+    ):
         raise TypeError(f"threshold must be a number, got {threshold!r}")
     keep = c >= threshold
-    return RoutePoint(float(threshold), float(1 - keep.mean()), float(np.where(keep, s, t).mean()))
+    return RoutePoint(
+        float(threshold), float(1 - keep.mean()), float(np.where(keep, s, t).mean())
+    )
 
 
 def fallback_curve(conf, student_correct, teacher_correct, thresholds: Sequence[float] | None = None

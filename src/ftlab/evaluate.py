@@ -85,7 +85,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
             raise TypeError(f"{name} must be an int, got {v!r}")
     if n < 1 or not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"need n >= 1, 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
+        raise ValueError(
+            f"need n >= 1, 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}"
+        )
     if n - c < k:
         return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))

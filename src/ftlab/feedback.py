@@ -208,36 +208,55 @@ def simulate_logs(items: Sequence[Item], outputs: Sequence[str] | None = None, s
     return logs
 
 
-def logs_to_pairs(logs: Sequence[LogEvent], min_distance: int = 1, normalize: bool = True,
-                  min_ratio: float | None = None, use_edits: bool = True,
-                  use_accept_reject: bool = True) -> list[PreferencePair]:
+def logs_to_pairs(
+    logs: Sequence[LogEvent],
+    min_distance: int = 1,
+    normalize: bool = True,
+    min_ratio: float | None = None,
+    use_edits: bool = True,
+    use_accept_reject: bool = True,
+) -> list[PreferencePair]:
     """(chosen, rejected) pairs from a log.
 
     Edits: the user's text beats the model's (``source="edit"``), kept only if the two
     differ by at least ``min_distance`` characters, measured after ``normalize_text``
     when ``normalize`` (so cosmetic edits count as distance 0). ``min_ratio``, if set,
     keeps only edits whose distance divided by the longer text's length is at least
-    ``min_ratio`` (the "edit ratio > x" filter some pipelines use). Accept vs reject: for a
-    prompt with an accepted and a rejected output that differ, accepted beats rejected
-    (``source="accept_reject"``), one pair per (accepted, rejected) combination.
+    ``min_ratio`` (the "edit ratio > x" filter some pipelines use). Accept vs reject:
+    for a prompt with an accepted and a rejected output that differ, accepted beats
+    rejected (``source="accept_reject"``), one pair per (accepted, rejected)
+    combination.
     """
     logs = list(logs)
     for e in logs:
         if not isinstance(e, LogEvent):
-            raise TypeError(f"logs must hold ftlab.feedback.LogEvent, got {type(e).__name__}: {e!r}")
+            raise TypeError(
+                f"logs must hold ftlab.feedback.LogEvent, got {type(e).__name__}: {e!r}"
+            )
         if e.action not in ACTIONS:
             raise ValueError(f"unknown action {e.action!r}; expected one of {ACTIONS}")
-    if isinstance(min_distance, bool) or not isinstance(min_distance, int) or min_distance < 0:
+    if (
+        isinstance(min_distance, bool)
+        or not isinstance(min_distance, int)
+        or min_distance < 0
+    ):
         raise ValueError(f"min_distance must be an int >= 0, got {min_distance!r}")
-    if min_ratio is not None and (isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float))
-                                  or not 0 <= min_ratio <= 1):
+    if min_ratio is not None and (
+        isinstance(min_ratio, bool)
+        or not isinstance(min_ratio, (int, float))
+        or not 0 <= min_ratio <= 1
+    ):
         raise ValueError(f"min_ratio must be None or in [0, 1], got {min_ratio!r}")
     pairs = []
     if use_edits:
         for e in logs:
             if e.action not in ("edit", "trivial_edit"):
                 continue
-            a, b = (normalize_text(e.final), normalize_text(e.output)) if normalize else (e.final, e.output)
+            a, b = (
+                (normalize_text(e.final), normalize_text(e.output))
+                if normalize
+                else (e.final, e.output)
+            )
             d = edit_distance(a, b)
             if d < min_distance or d == 0:
                 continue
@@ -245,7 +264,9 @@ def logs_to_pairs(logs: Sequence[LogEvent], min_distance: int = 1, normalize: bo
                 continue
             pairs.append(PreferencePair(e.prompt, e.final, e.output, e.task, "edit"))
     if use_accept_reject:
-        by_prompt: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: {"accept": [], "reject": []})
+        by_prompt: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(
+            lambda: {"accept": [], "reject": []}
+        )
         for e in logs:
             if e.action in ("accept", "reject"):
                 by_prompt[(e.task, e.prompt)][e.action].append(e.output)
@@ -253,7 +274,9 @@ def logs_to_pairs(logs: Sequence[LogEvent], min_distance: int = 1, normalize: bo
             for good in dict.fromkeys(seen["accept"]):
                 for bad in dict.fromkeys(seen["reject"]):
                     if good != bad:
-                        pairs.append(PreferencePair(prompt, good, bad, task, "accept_reject"))
+                        pairs.append(
+                            PreferencePair(prompt, good, bad, task, "accept_reject")
+                        )
     return pairs
 
 

@@ -116,11 +116,18 @@ def mix_replay(new: Sequence[Example], old: Sequence[Example], ratio: float, see
 
 
 # --- EWC --------------------------------------------------------------------------------
-def fisher_diagonal(model, prompts: Sequence[str], samples_per_prompt: int = 1, max_new_tokens: int = 24,
-                    seed: int = 0, normalize: bool = True) -> dict[str, torch.Tensor]:
-    """Diagonal Fisher information of ``model`` at its current weights: E[(∂ log p(y|x) / ∂θ)²].
+def fisher_diagonal(
+    model,
+    prompts: Sequence[str],
+    samples_per_prompt: int = 1,
+    max_new_tokens: int = 24,
+    seed: int = 0,
+    normalize: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher information of ``model`` at its current weights.
 
-    y is **sampled from the model itself** (temperature 1), not taken from labels: that is
+    Each entry is E[(∂ log p(y|x) / ∂θ)²], where y is **sampled from the model
+    itself** (temperature 1), not taken from labels: that is
     the Fisher of the model's predictive distribution, the curvature EWC needs. Squaring
     the gradient of the *labels'* log-likelihood gives the "empirical Fisher" instead
     (Kunstner et al. 2019). One backward pass per sampled answer, so each square is a
@@ -131,18 +138,28 @@ def fisher_diagonal(model, prompts: Sequence[str], samples_per_prompt: int = 1, 
     if isinstance(prompts, str) or not prompts:
         raise ValueError("prompts must be a non-empty list of prompt strings")
     if not isinstance(samples_per_prompt, int) or samples_per_prompt < 1:
-        raise ValueError(f"samples_per_prompt must be a positive int, got {samples_per_prompt!r}")
+        raise ValueError(
+            f"samples_per_prompt must be a positive int, got {samples_per_prompt!r}"
+        )
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("model has no trainable parameters to compute a Fisher for")
-    gens = generate(model, list(prompts), max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
-                    num_return_sequences=samples_per_prompt)
+    gens = generate(
+        model,
+        list(prompts),
+        max_new_tokens=max_new_tokens,
+        temperature=1.0,
+        seed=seed,
+        num_return_sequences=samples_per_prompt,
+    )
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
     was_training = model.training
     model.eval()
     for g in gens:
         model.zero_grad(set_to_none=True)
-        sequence_logprob(model, [g.prompt], [g.text], add_eos=g.finished or not g.text).sum().backward()
+        sequence_logprob(
+            model, [g.prompt], [g.text], add_eos=g.finished or not g.text
+        ).sum().backward()
         for n, p in params.items():
             if p.grad is not None:
                 fisher[n] += p.grad.detach() ** 2
@@ -192,7 +209,7 @@ class EWC:
 
 # --- self-distillation --------------------------------------------------------------------
 class KLToBase:
-    """β · KL(p_base ‖ p_θ) on general prompts, as an ``extra_loss`` for ``ftlab.train``.
+    """β · KL(p_base ‖ p_θ) on general prompts: an ``extra_loss`` for ``ftlab.train``.
 
     The base model answers ``prompts`` once (greedy); its next-token distributions over
     those answers are stored. Each training step draws ``batch_size`` of them and
@@ -200,8 +217,15 @@ class KLToBase:
     is. The cost is one extra forward and backward pass of a small batch per step.
     """
 
-    def __init__(self, base_model, prompts: Sequence[str], beta: float, batch_size: int = 16,
-                 max_new_tokens: int = 24, seed: int = 0):
+    def __init__(
+        self,
+        base_model,
+        prompts: Sequence[str],
+        beta: float,
+        batch_size: int = 16,
+        max_new_tokens: int = 24,
+        seed: int = 0,
+    ):
         _check_model(base_model)
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
             raise ValueError(f"beta must be a number >= 0, got {beta!r}")
@@ -213,17 +237,28 @@ class KLToBase:
         gens = generate(base_model, list(prompts), max_new_tokens=max_new_tokens)
         self.ids, self.mask = sft_tensors([Example(g.prompt, g.text) for g in gens])
         with torch.no_grad():
-            self.base_logp = F.log_softmax(base_model(self.ids.to(base_model.device)).float(), -1).cpu()  # (N, T, V)
+            self.base_logp = F.log_softmax(
+                base_model(self.ids.to(base_model.device)).float(), -1
+            ).cpu()  # (N, T, V)
         self.gen = torch.Generator().manual_seed(shift(seed))
 
     def __call__(self, model, ids=None, loss_mask=None) -> torch.Tensor:
         idx = torch.randint(len(self.ids), (self.batch_size,), generator=self.gen)
-        b_ids, b_mask = self.ids[idx], self.mask[idx, 1:].float()  # position t predicts token t+1
+        b_ids, b_mask = (
+            self.ids[idx],
+            self.mask[idx, 1:].float(),
+        )  # position t predicts token t+1
         T = int((b_ids != 0).sum(1).max())
-        b_ids, b_mask, ref = b_ids[:, :T].to(model.device), b_mask[:, :T - 1], self.base_logp[idx, :T - 1]
+        b_ids, b_mask, ref = (
+            b_ids[:, :T].to(model.device),
+            b_mask[:, : T - 1],
+            self.base_logp[idx, : T - 1],
+        )
         logp = F.log_softmax(model(b_ids)[:, :-1].float(), -1)  # (B, T-1, V)
         ref, b_mask = ref.to(logp.device), b_mask.to(logp.device)
-        kl = (ref.exp() * (ref - logp)).sum(-1)  # (B, T-1): KL(base ‖ model) per position
+        kl = (ref.exp() * (ref - logp)).sum(
+            -1
+        )  # (B, T-1): KL(base ‖ model) per position
         return self.beta * (kl * b_mask).sum() / b_mask.sum().clamp(min=1)
 
 

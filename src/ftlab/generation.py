@@ -133,8 +133,13 @@ def completion_batch(prompts: Sequence[str], completions: Sequence[str], add_eos
     return ids, attn, cmask
 
 
-def sequence_logprob(model, prompts: Sequence[str], completions: Sequence[str], add_eos: bool = True,
-                     reduction: str = "sum") -> torch.Tensor:
+def sequence_logprob(
+    model,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    add_eos: bool = True,
+    reduction: str = "sum",
+) -> torch.Tensor:
     """log p(completion | prompt) for each pair, batched; differentiable.
 
     ``reduction="sum"`` gives the summed log-probability over completion tokens (what
@@ -144,15 +149,30 @@ def sequence_logprob(model, prompts: Sequence[str], completions: Sequence[str], 
     """
     prompts = _check_prompts(prompts)
     if isinstance(completions, str) or len(completions) != len(prompts):
-        raise ValueError(f"need one completion per prompt: {len(prompts)} prompts, "
-                         f"{'a str' if isinstance(completions, str) else len(completions)} completions")
+        raise ValueError(
+            f"need one completion per prompt: {len(prompts)} prompts, "
+            f"{'a str' if isinstance(completions, str) else len(completions)}"
+            " completions"
+        )
     if reduction not in ("sum", "mean", "none"):
-        raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
+        raise ValueError(
+            f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}"
+        )
     ids, attn, cmask = completion_batch(prompts, completions, [add_eos] * len(prompts))
-    ids, attn, cmask = ids.to(model.device), attn.to(model.device), cmask.to(model.device)
+    ids, attn, cmask = (
+        ids.to(model.device),
+        attn.to(model.device),
+        cmask.to(model.device),
+    )
     logits = model(ids, attention_mask=attn)
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    logp = logp * cmask[:, 1:]  # (B, T-1): token t+1's log-prob, kept on completion tokens only
+    logp = (
+        F.log_softmax(logits[:, :-1].float(), dim=-1)
+        .gather(-1, ids[:, 1:, None])
+        .squeeze(-1)
+    )
+    logp = (
+        logp * cmask[:, 1:]
+    )  # (B, T-1): token t+1's log-prob, kept on completion tokens only
     if reduction == "none":
         return logp
     total = logp.sum(-1)

@@ -118,7 +118,7 @@ def _opt_state_dict(model: TinyGPT) -> dict[str, torch.Tensor]:
 
 
 def to_transformers(model: TinyGPT):
-    """An ``OPTForCausalLM`` that computes the same logits as ``model`` (eval mode, float32)."""
+    """An ``OPTForCausalLM`` with the same logits as ``model`` (eval mode, float32)."""
     from transformers import OPTForCausalLM
 
     _check_tinygpt(model)
@@ -126,7 +126,9 @@ def to_transformers(model: TinyGPT):
     hf = OPTForCausalLM(opt_config(model))
     missing, unexpected = hf.load_state_dict(_opt_state_dict(model), strict=False)
     if missing or unexpected:  # a transformers release that renames a module lands here
-        raise RuntimeError(f"OPT layout changed: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(
+            f"OPT layout changed: missing {missing}, unexpected {unexpected}"
+        )
     hf.generation_config.pad_token_id = PAD_ID
     hf.generation_config.eos_token_id = EOS_ID
     return hf.eval()
@@ -322,14 +324,26 @@ def _no_printer(trainer):
     return trainer
 
 
-def sft_trainer(model, train_dataset, peft_config=None, processing_class=None, **config):
-    """A TRL ``SFTTrainer`` on ``model``: the export's folder, any causal LM's folder or hub id, or a model."""
+def sft_trainer(
+    model, train_dataset, peft_config=None, processing_class=None, **config
+):
+    """A TRL ``SFTTrainer`` on ``model``.
+
+    ``model`` is the export's folder, any causal LM's folder or hub id, or a model.
+    """
     from trl import SFTTrainer
 
     quiet()
     model, tok = _model_and_tokenizer(model, processing_class)
-    return _no_printer(SFTTrainer(model=model, args=sft_config(**config), train_dataset=train_dataset,
-                                  processing_class=tok, peft_config=peft_config))
+    return _no_printer(
+        SFTTrainer(
+            model=model,
+            args=sft_config(**config),
+            train_dataset=train_dataset,
+            processing_class=tok,
+            peft_config=peft_config,
+        )
+    )
 
 
 def dpo_trainer(model, train_dataset, ref_model=None, peft_config=None, processing_class=None, **config):
@@ -414,7 +428,10 @@ def bnb_4bit_config(**kwargs):
 
 
 def gguf_pack(type_name: str, w: torch.Tensor) -> bytes:
-    """The raw ggml block bytes of ``w`` in Q8_0 or Q4_0, built from ``ftlab.quant.gguf``."""
+    """The raw ggml block bytes of ``w`` in Q8_0 or Q4_0.
+
+    They are built from ``ftlab.quant.gguf``.
+    """
     from .quant.gguf import quantize_q4_0, quantize_q8_0
 
     if type_name == "Q8_0":
@@ -491,4 +508,3 @@ def param_bytes(model) -> int:
     """Bytes held by a model's parameters and buffers (what ``get_memory_footprint`` counts)."""
     return sum(p.numel() * p.element_size() for p in model.parameters()) + \
         sum(b.numel() * b.element_size() for b in model.buffers())
-

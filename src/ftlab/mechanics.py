@@ -89,7 +89,10 @@ def packed_attention_mask(seq_ids: torch.Tensor) -> torch.Tensor:
     A padding token (id -1) may see only itself, so no row of the softmax is empty.
     """
     if not isinstance(seq_ids, torch.Tensor) or seq_ids.dim() != 2:
-        raise ValueError(f"seq_ids must be a (B, T) tensor, got {getattr(seq_ids, 'shape', seq_ids)!r}")
+        raise ValueError(
+            "seq_ids must be a (B, T) tensor, "
+            f"got {getattr(seq_ids, 'shape', seq_ids)!r}"
+        )
     T = seq_ids.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool, device=seq_ids.device).tril()
     same = seq_ids[:, :, None] == seq_ids[:, None, :]                     # (B, T, T)
@@ -388,11 +391,19 @@ def log_grad_norms():
         handle.remove()
 
 
-def labels_mask(ids: torch.Tensor, loss_mask: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
-    """What a typical collator does to the labels: mask out every position where
-    ``ids == pad_id``. With ``pad_id=EOS_ID`` (pad token set to EOS) that masks EOS too."""
+def labels_mask(
+    ids: torch.Tensor, loss_mask: torch.Tensor, pad_id: int = PAD_ID
+) -> torch.Tensor:
+    """What a typical collator does to the labels: mask out where ``ids == pad_id``.
+
+    Every such position is masked. With ``pad_id=EOS_ID`` (pad token set to EOS) that
+    masks EOS too.
+    """
     if ids.shape != loss_mask.shape:
-        raise ValueError(f"ids {tuple(ids.shape)} and loss_mask {tuple(loss_mask.shape)} differ in shape")
+        raise ValueError(
+            f"ids {tuple(ids.shape)} and loss_mask {tuple(loss_mask.shape)} "
+            "differ in shape"
+        )
     if isinstance(pad_id, bool) or not isinstance(pad_id, int):
         raise TypeError(f"pad_id must be an int token id, got {pad_id!r}")
     return loss_mask * (ids != pad_id)

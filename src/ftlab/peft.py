@@ -67,22 +67,31 @@ def count_trainable(model: nn.Module) -> int:
 
 # --- this chapter's tasks ---------------------------------------------------------------
 def letter_task(name: str, position: int) -> Task:
-    """A held-out task: ``"<name> <word>"`` is answered by the word's letter at ``position``.
+    """A held-out task: the prompt ``"<name> <word>"`` asks for one letter of the word.
 
-    Both words are new to every checkpoint, so the base model scores zero; a fine-tune
-    learns them in well under 100 steps, which lets one page run a dozen fine-tunes.
+    The answer is the word's letter at ``position``. Both words are new to every
+    checkpoint, so the base model scores zero; a fine-tune learns them in well under
+    100 steps, which lets one page run a dozen fine-tunes.
     """
     if not isinstance(name, str) or not name.isalpha() or not name.islower():
         raise ValueError(f"name must be a lower-case word, got {name!r}")
     if isinstance(position, bool) or position not in (0, -1):
-        raise ValueError(f"position must be 0 (first letter) or -1 (last letter), got {position!r}")
+        raise ValueError(
+            f"position must be 0 (first letter) or -1 (last letter), got {position!r}"
+        )
 
     def sample(rng) -> Item:
         word = "".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 7)))
         return Item(name, f"{name} {word}", word[position])
 
     which = "first" if position == 0 else "last"
-    return Task(name, f"the {which} letter of a word (held out; chapter 02)", sample, False, max_answer_len=2)
+    return Task(
+        name,
+        f"the {which} letter of a word (held out; chapter 02)",
+        sample,
+        False,
+        max_answer_len=2,
+    )
 
 
 LAST_LETTER = letter_task("last", -1)
@@ -91,8 +100,9 @@ FIRST_LETTER = letter_task("first", 0)
 
 # --- LoRA -----------------------------------------------------------------------------
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update: h = W0 x + scaling · B A x.
+    """A frozen ``nn.Linear`` plus a trainable low-rank update.
 
+    h = W0 x + scaling · B A x.
     Hu et al. 2021 (LoRA). ``lora_A`` is (r, in_features) and ``lora_B`` is
     (out_features, r), so ΔW = B A has the shape of W0 and rank at most r.
     B starts at zero, so the layer starts as exactly the base layer. A starts
@@ -102,8 +112,14 @@ class LoRALinear(nn.Module):
     (Kalajdzievski 2023, rsLoRA), which keeps the update's size steady as r grows.
     """
 
-    def __init__(self, base: nn.Linear, r: int, lora_alpha: float, lora_dropout: float = 0.0,
-                 use_rslora: bool = False):
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int,
+        lora_alpha: float,
+        lora_dropout: float = 0.0,
+        use_rslora: bool = False,
+    ):
         super().__init__()
         _check_lora_args(base, r, lora_alpha, lora_dropout)
         self.base = base.requires_grad_(False)   # W0 never trains
@@ -111,21 +127,29 @@ class LoRALinear(nn.Module):
         self.scaling = lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
         self.lora_dropout = nn.Dropout(lora_dropout)
         w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=w.device, dtype=w.dtype))
+        self.lora_A = nn.Parameter(
+            torch.empty(r, base.in_features, device=w.device, dtype=w.dtype)
+        )
+        self.lora_B = nn.Parameter(
+            torch.zeros(base.out_features, r, device=w.device, dtype=w.dtype)
+        )
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def forward(self, x):
         # (..., in) -> (..., r) -> (..., out): never forms the (out, in) matrix B A.
-        return self.base(x) + (self.lora_dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+        return (
+            self.base(x)
+            + (self.lora_dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+        )
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with weight W0 + scaling · B A: zero extra latency at inference.
+        """A plain ``nn.Linear`` with weight W0 + scaling · B A.
 
-        The sum is formed in fp32 and cast once to the base's dtype: adding a small update
-        to a bf16 weight in bf16 would round part of it away twice. The LoRA layer itself
-        is left intact, so the merge can be undone by keeping it.
+        It adds zero extra latency at inference. The sum is formed in fp32 and cast
+        once to the base's dtype: adding a small update to a bf16 weight in bf16 would
+        round part of it away twice. The LoRA layer itself is left intact, so the
+        merge can be undone by keeping it.
         """
         b, w = self.base, self.base.weight
         merged = nn.Linear(b.in_features, b.out_features, bias=b.bias is not None,
@@ -193,17 +217,30 @@ class NF4Linear(nn.Module):
     ``block_size`` (``ftlab.quant.NF4Weight``); ``double_quant`` stores those absmax
     constants in 8 bit too. Gradients flow *through* the dequantized weight to x, but
     the weight itself is a constant: only ``lora_A`` and ``lora_B`` train. bitsandbytes
-    dequantizes into bf16 (``bnb_4bit_compute_dtype``); this CPU lab computes in float32.
-    The NF4 tensors are plain attributes, not buffers: ``.to(device)`` does not move them.
+    dequantizes into bf16 (``bnb_4bit_compute_dtype``); this CPU lab computes in
+    float32. The NF4 tensors are plain attributes, not buffers: ``.to(device)`` does
+    not move them.
     """
 
-    def __init__(self, base: nn.Linear, r: int, lora_alpha: float, lora_dropout: float = 0.0,
-                 use_rslora: bool = False, block_size: int = 64, double_quant: bool = True):
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int,
+        lora_alpha: float,
+        lora_dropout: float = 0.0,
+        use_rslora: bool = False,
+        block_size: int = 64,
+        double_quant: bool = True,
+    ):
         super().__init__()
         _check_lora_args(base, r, lora_alpha, lora_dropout)
         w = base.weight.detach()
-        self.weight_nf4 = NF4Weight.from_float(w, block_size=block_size, double_quant=double_quant)
-        self.register_buffer("bias", None if base.bias is None else base.bias.detach().clone())
+        self.weight_nf4 = NF4Weight.from_float(
+            w, block_size=block_size, double_quant=double_quant
+        )
+        self.register_buffer(
+            "bias", None if base.bias is None else base.bias.detach().clone()
+        )
         self.in_features, self.out_features = base.in_features, base.out_features
         self.r, self.lora_alpha = r, lora_alpha
         self.scaling = lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
@@ -213,14 +250,25 @@ class NF4Linear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def forward(self, x):
-        W = self.weight_nf4.dequantize()            # (out, in), rebuilt on the fly, never stored
-        return F.linear(x, W, self.bias) + (self.lora_dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+        W = self.weight_nf4.dequantize()  # (out, in), rebuilt on the fly, never stored
+        return (
+            F.linear(x, W, self.bias)
+            + (self.lora_dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+        )
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:
-        """A plain float ``nn.Linear`` with weight deq(W_nf4) + scaling · B A: exactly the trained layer."""
+        """A plain float ``nn.Linear`` with weight deq(W_nf4) + scaling · B A.
+
+        It computes exactly what the trained layer computes.
+        """
         W = self.weight_nf4.dequantize()
-        merged = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, dtype=W.dtype)
+        merged = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            dtype=W.dtype,
+        )
         merged.weight.copy_(W + self.scaling * (self.lora_B @ self.lora_A))
         if self.bias is not None:
             merged.bias.copy_(self.bias)
@@ -478,14 +526,21 @@ class PrefixTuningModel(nn.Module):
     def num_params(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def prefix_key_values(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The prefixes as a KV cache: one (k, v) per layer, each (B, H, N, head_dim)."""
+    def prefix_key_values(
+        self, batch_size: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The prefixes as a KV cache: (k, v) per layer, each (B, H, N, head_dim)."""
         cfg, n = self.config, self.num_virtual_tokens
         H, hd = cfg.n_head, cfg.d_model // cfg.n_head
         p = self.prefix_encoder(self.prefix)                                # (N, L*2*C)
-        p = p.view(n, cfg.n_layer, 2, H, hd).permute(1, 2, 3, 0, 4)         # (L, 2, H, N, hd)
-        return [(p[i, 0].expand(batch_size, -1, -1, -1), p[i, 1].expand(batch_size, -1, -1, -1))
-                for i in range(cfg.n_layer)]
+        p = p.view(n, cfg.n_layer, 2, H, hd).permute(1, 2, 3, 0, 4)  # (L, 2, H, N, hd)
+        return [
+            (
+                p[i, 0].expand(batch_size, -1, -1, -1),
+                p[i, 1].expand(batch_size, -1, -1, -1),
+            )
+            for i in range(cfg.n_layer)
+        ]
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None,
                 past_key_values=None, use_cache=False, inputs_embeds=None):

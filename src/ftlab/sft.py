@@ -105,19 +105,34 @@ def sample_eval(model, items: Sequence[Item], k: int = 8, temperature: float = 1
     return SampleEval(items, outs, correct, votes)
 
 
-def rejection_sample(model, items: Sequence[Item], k: int = 8, temperature: float = 1.0, seed: int = 0,
-                     task: str | Task | None = None, template: str = "chat", max_per_item: int = 1,
-                     verify: Callable[[Item, str], bool] | None = None) -> tuple[list[Example], SampleEval]:
+def rejection_sample(
+    model,
+    items: Sequence[Item],
+    k: int = 8,
+    temperature: float = 1.0,
+    seed: int = 0,
+    task: str | Task | None = None,
+    template: str = "chat",
+    max_per_item: int = 1,
+    verify: Callable[[Item, str], bool] | None = None,
+) -> tuple[list[Example], SampleEval]:
     """Rejection-sampling SFT data: ``k`` samples per item, keep up to ``max_per_item``
     distinct ones that ``verify`` (default: the task's verifier) accepts.
 
     Returns ``(examples, sampled)``: the verified examples, ready for ``ftlab.train``,
     and the ``SampleEval`` of the round (its ``pass1`` is the round's yield).
     """
-    if isinstance(max_per_item, bool) or not isinstance(max_per_item, int) or max_per_item < 1:
+    if (
+        isinstance(max_per_item, bool)
+        or not isinstance(max_per_item, int)
+        or max_per_item < 1
+    ):
         raise ValueError(f"max_per_item must be a positive int, got {max_per_item!r}")
     if verify is not None and not callable(verify):
-        raise TypeError(f"verify must be a function (item, output) -> bool, got {type(verify).__name__}")
+        raise TypeError(
+            "verify must be a function (item, output) -> bool, "
+            f"got {type(verify).__name__}"
+        )
     sampled = sample_eval(model, items, k, temperature, seed, task, template)
     t = _task(task if task is not None else sampled.items[0].task)
     check = verify or t.verify

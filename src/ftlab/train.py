@@ -40,14 +40,19 @@ class History:
         return out
 
 
-def lm_loss(model, ids: torch.Tensor, loss_mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def lm_loss(
+    model, ids: torch.Tensor, loss_mask: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """Next-token cross-entropy on the positions where ``loss_mask`` is 1.
 
     ids, loss_mask: (B, T). Token t+1 is predicted from tokens ≤ t, so the mask of the
     targets is ``loss_mask[:, 1:]``. ``reduction="none"`` gives one mean loss per row.
     """
     if ids.shape != loss_mask.shape:
-        raise ValueError(f"ids {tuple(ids.shape)} and loss_mask {tuple(loss_mask.shape)} differ in shape")
+        raise ValueError(
+            f"ids {tuple(ids.shape)} and loss_mask {tuple(loss_mask.shape)} "
+            "differ in shape"
+        )
     # Right padding needs no attention mask: causal attention never lets a real token
     # see the pads after it, and the pads' own outputs are masked out of the loss.
     logits = model(ids)

@@ -47,8 +47,14 @@ def awq_apply(W: Tensor, scales: Tensor, bits: int, group_size: GroupSize = None
     return rtn_quantize(W * s, bits, group_size, symmetric) / s
 
 
-def awq_scales(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None, n_grid: int = 20,
-               symmetric: bool = False) -> tuple[Tensor, float]:
+def awq_scales(
+    W: Tensor,
+    X: Tensor,
+    bits: int,
+    group_size: GroupSize = None,
+    n_grid: int = 20,
+    symmetric: bool = False,
+) -> tuple[Tensor, float]:
     """Search α on the grid and return (per-input-channel scales s, best α).
 
     Error measured as the mean squared difference between X Ŵᵀ and X Wᵀ. ``symmetric``
@@ -66,9 +72,14 @@ def awq_scales(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None, n_
     best = (float("inf"), None, None)
     for k in range(n_grid):
         alpha = k / n_grid
-        s = x_mean.pow(alpha).clamp_min(1e-4)           # floor 1e-4 and the normalisation below:
+        s = x_mean.pow(alpha).clamp_min(1e-4)  # floor 1e-4 and the normalisation below:
         s = s / (s.max() * s.min()).sqrt()              # llm-awq auto_scale.py
-        err = (X @ awq_apply(W, s, bits, group_size, symmetric).T - Y).pow(2).mean().item()
+        err = (
+            (X @ awq_apply(W, s, bits, group_size, symmetric).T - Y)
+            .pow(2)
+            .mean()
+            .item()
+        )
         if err < best[0]:
             best = (err, s, alpha)
     return best[1], best[2]

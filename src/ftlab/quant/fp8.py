@@ -18,7 +18,10 @@ FP8_E4M3_MAX = 448.0   # = torch.finfo(torch.float8_e4m3fn).max
 
 
 def quantize_fp8(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Scale x by max|x|/448 and cast; returns (x8 in float8_e4m3fn, scale float32 scalar)."""
+    """Scale x by max|x|/448 and cast it to FP8.
+
+    Returns (x8 in float8_e4m3fn, scale float32 scalar).
+    """
     check_float("x", x)
     xf = x.detach().float()
     scale = (xf.abs().amax() / FP8_E4M3_MAX).clamp_min(torch.finfo(torch.float32).tiny)

@@ -39,26 +39,34 @@ def gptq_hessian(X: Tensor) -> Tensor:
 def gptq_quantize(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None,
                   block_size: int = 128, damp: float = 0.01, symmetric: bool = False,
                   act_order: bool = False) -> Tensor:
-    """GPTQ-quantize W (out, in) using calibration inputs X (n, in); returns the dequantized weight.
+    """GPTQ-quantize W (out, in) using calibration inputs X (n, in).
 
+    Returns the dequantized weight.
     ``group_size``: None = one scale per output row, fixed before the sweep; int g = new
     scales for each run of g input columns, computed when the group starts from the
-    weights as they are then, error updates included. ``symmetric`` defaults to False, the
-    reference's default (its ``--sym`` flag is off); pass the same value to ``rtn_quantize``
-    when comparing the two. ``act_order``: quantize columns by decreasing Hessian diagonal.
+    weights as they are then, error updates included. ``symmetric`` defaults to False,
+    the reference's default (its ``--sym`` flag is off); pass the same value to
+    ``rtn_quantize`` when comparing the two. ``act_order``: quantize columns by
+    decreasing Hessian diagonal.
 
-    One deliberate difference from the reference: when a group starts inside a lazy block,
-    the reference reads the group from the full matrix, which does not yet hold the
-    updates from earlier columns of the same block. We read the truly current weights,
-    so that the result equals the column-by-column OBS procedure exactly.
+    One deliberate difference from the reference: when a group starts inside a lazy
+    block, the reference reads the group from the full matrix, which does not yet hold
+    the updates from earlier columns of the same block. We read the truly current
+    weights, so that the result equals the column-by-column OBS procedure exactly.
     """
     check_pair(W, X)
     check_bits(bits)
     if group_size == "tensor":
-        raise ValueError('group_size="tensor" is not supported by GPTQ; use None or an int')
+        raise ValueError(
+            'group_size="tensor" is not supported by GPTQ; use None or an int'
+        )
     group_size = check_group_size(group_size, W.shape[1])
     check_positive_int("block_size", block_size)
-    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 <= damp < 1:
+    if (
+        isinstance(damp, bool)
+        or not isinstance(damp, (int, float))
+        or not 0 <= damp < 1
+    ):
         raise ValueError(f"damp must be a number in [0, 1), got {damp!r}")
     if not isinstance(act_order, bool):
         raise TypeError(f"act_order must be a bool, got {act_order!r}")
@@ -76,7 +84,9 @@ def gptq_quantize(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None,
         W, H = W[:, perm], H[perm][:, perm]
     H += damp * torch.diag(H).mean() * torch.eye(n_in, dtype=dt)
     # Upper Cholesky factor of H⁻¹: H → L (lower) → H⁻¹ → U with H⁻¹ = UᵀU.
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Hinv = torch.linalg.cholesky(
+        torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True
+    )
 
     if group_size is None:
         scale, zero = quant_params(W, bits, symmetric, dim=1)          # (out, 1) each
@@ -84,21 +94,25 @@ def gptq_quantize(W: Tensor, X: Tensor, bits: int, group_size: GroupSize = None,
 
     for i1 in range(0, n_in, block_size):
         i2 = min(i1 + block_size, n_in)
-        W1 = W[:, i1:i2].clone()                                        # (out, B), updated in place
+        W1 = W[:, i1:i2].clone()  # (out, B), updated in place
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
             if group_size is not None and col % group_size == 0:
-                scale, zero = quant_params(_current_group(W, W1, Err1, Hinv, i1, i2, i, group_size),
-                                           bits, symmetric, dim=1)
+                scale, zero = quant_params(
+                    _current_group(W, W1, Err1, Hinv, i1, i2, i, group_size),
+                    bits,
+                    symmetric,
+                    dim=1,
+                )
             w = W1[:, i]
             q = fake_quantize(w[:, None], scale, zero, bits, symmetric)[:, 0]
             Q[:, col] = q
             err = (w - q) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]                            # the lazy batch update
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]  # the lazy batch update
     if act_order:
         Q = Q[:, torch.argsort(perm)]
     return Q.to(in_dtype)

@@ -60,13 +60,16 @@ def outlier_features(x: Tensor, threshold: float = 6.0) -> Tensor:
 
 
 def int8_outlier_matmul(x: Tensor, W: Tensor, threshold: float = 6.0) -> Tensor:
-    """LLM.int8(): outlier feature columns in full precision, the rest vector-wise int8; returns x Wᵀ (n, out)."""
+    """LLM.int8(): outlier feature columns in full precision, the rest vector-wise int8.
+
+    Returns x Wᵀ (n, out).
+    """
     check_pair(W, x)
     threshold = _check_threshold(threshold)
     dt = work_dtype(x)
     x, W = x.to(dt), W.to(dt)
     out_mask = outlier_features(x, threshold)
-    y = x[:, out_mask] @ W[:, out_mask].T                            # (n, out), full precision
+    y = x[:, out_mask] @ W[:, out_mask].T  # (n, out), full precision
     keep = ~out_mask
     if keep.any():
         y = y + int8_vectorwise_matmul(x[:, keep], W[:, keep])

@@ -81,12 +81,17 @@ def heldout_nll(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> f
 
 
 @torch.no_grad()
-def capture_inputs(model: nn.Module, ids: torch.Tensor, names: Optional[Sequence[str]] = None,
-                   pad_mask: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
-    """Run ``ids`` (B, T) through the model; return {layer name: its inputs (n_tokens, in_features)}.
+def capture_inputs(
+    model: nn.Module,
+    ids: torch.Tensor,
+    names: Optional[Sequence[str]] = None,
+    pad_mask: Optional[torch.Tensor] = None,
+) -> dict[str, torch.Tensor]:
+    """Run ``ids`` (B, T) through the model and return each linear layer's inputs.
 
-    Forward hooks record each linear layer's input. ``pad_mask`` (B, T), 1 on real tokens,
-    drops padding positions so they do not count as calibration data.
+    Returns {layer name: its inputs (n_tokens, in_features)}. Forward hooks record
+    each linear layer's input. ``pad_mask`` (B, T), 1 on real tokens, drops padding
+    positions so they do not count as calibration data.
     """
     names = _check_names(model, names if names is not None else linear_names(model))
     if pad_mask is None:
@@ -128,14 +133,22 @@ def quantize_weight(W: torch.Tensor, X: Optional[torch.Tensor], method: str, bit
 
 
 @torch.no_grad()
-def quantize_model(model: nn.Module, method: str = "rtn", bits: int = 4, group_size: GroupSize = None,
-                   calib: Optional[dict[str, torch.Tensor]] = None, names: Optional[Sequence[str]] = None,
-                   bits_for: Optional[dict[str, int]] = None, act_order: bool = False) -> nn.Module:
-    """A quantized copy of ``model``: every layer in ``names`` (default all block linears) fake-quantized.
+def quantize_model(
+    model: nn.Module,
+    method: str = "rtn",
+    bits: int = 4,
+    group_size: GroupSize = None,
+    calib: Optional[dict[str, torch.Tensor]] = None,
+    names: Optional[Sequence[str]] = None,
+    bits_for: Optional[dict[str, int]] = None,
+    act_order: bool = False,
+) -> nn.Module:
+    """A quantized copy of ``model``: every layer in ``names`` fake-quantized.
 
+    ``names`` defaults to all block linears.
     ``calib`` is what :func:`capture_inputs` returns (needed by gptq and awq).
-    ``bits_for`` overrides the bit-width per layer (mixed precision); a value of 16 keeps
-    that layer in float. Biases stay in float, as in every weight-only scheme.
+    ``bits_for`` overrides the bit-width per layer (mixed precision); a value of 16
+    keeps that layer in float. Biases stay in float, as in every weight-only scheme.
     ``act_order`` (gptq only) is GPTQ's act-order / ``desc_act``.
     """
     if method not in METHODS:
@@ -143,14 +156,18 @@ def quantize_model(model: nn.Module, method: str = "rtn", bits: int = 4, group_s
     if not isinstance(act_order, bool):
         raise TypeError(f"act_order must be a bool, got {act_order!r}")
     if act_order and method != "gptq":
-        raise ValueError(f"act_order applies to method 'gptq' only, got method {method!r}")
+        raise ValueError(
+            f"act_order applies to method 'gptq' only, got method {method!r}"
+        )
     check_bits(bits)
     names = _check_names(model, names if names is not None else linear_names(model))
     bits_for = dict(bits_for or {})
     _check_names(model, bits_for)
     if method != "rtn":
         if calib is None:
-            raise ValueError(f"method {method!r} needs calib=capture_inputs(model, ids)")
+            raise ValueError(
+                f"method {method!r} needs calib=capture_inputs(model, ids)"
+            )
         missing = [n for n in names if n not in calib]
         if missing:
             raise ValueError(f"calib has no inputs for {missing}")
@@ -162,7 +179,9 @@ def quantize_model(model: nn.Module, method: str = "rtn", bits: int = 4, group_s
             continue
         lin = modules[name]
         X = calib.get(name) if calib is not None else None
-        lin.weight.copy_(quantize_weight(lin.weight.detach(), X, method, b, group_size, act_order))
+        lin.weight.copy_(
+            quantize_weight(lin.weight.detach(), X, method, b, group_size, act_order)
+        )
     return q
 
 
@@ -180,29 +199,54 @@ def layer_output_error(model: nn.Module, qmodel: nn.Module, calib: dict[str, tor
     return out
 
 
-def layer_sensitivity(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], bits: int,
-                      group_size: GroupSize = None, names: Optional[Sequence[str]] = None,
-                      method: str = "rtn", calib: Optional[dict[str, torch.Tensor]] = None) -> dict[str, float]:
-    """Held-out NLL increase when only one layer is quantized, for each layer: where the damage comes from."""
+def layer_sensitivity(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    bits: int,
+    group_size: GroupSize = None,
+    names: Optional[Sequence[str]] = None,
+    method: str = "rtn",
+    calib: Optional[dict[str, torch.Tensor]] = None,
+) -> dict[str, float]:
+    """Held-out NLL increase when only one layer is quantized, for each layer.
+
+    It shows where the damage comes from.
+    """
     names = _check_names(model, names if names is not None else linear_names(model))
     base = heldout_nll(model, batch)
-    return {n: heldout_nll(quantize_model(model, method, bits, group_size, calib, names=[n]), batch) - base
-            for n in names}
+    return {
+        n: heldout_nll(
+            quantize_model(model, method, bits, group_size, calib, names=[n]), batch
+        )
+        - base
+        for n in names
+    }
 
 
 @torch.no_grad()
-def plant_outlier_channels(model: nn.Module, n_channels: int = 4, factor: float = 20.0, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` that computes the same function but has activation outliers, as large LLMs do.
+def plant_outlier_channels(
+    model: nn.Module, n_channels: int = 4, factor: float = 20.0, seed: int = 0
+) -> nn.Module:
+    """A copy of ``model`` that computes the same function but has activation outliers.
 
-    For ``n_channels`` residual channels j (the same in every block), the LayerNorms
-    ``ln_1`` and ``ln_2`` multiply channel j by ``factor`` and the layers reading from them
-    (q/k/v_proj, up_proj) divide column j by ``factor``: the reverse of the fold AWQ and
-    SmoothQuant do. In float the model is unchanged; the inputs of those layers now have
-    a few channels ``factor``× larger than the rest, met by small weights.
+    Large LLMs have such outliers. For ``n_channels`` residual channels j (the same in
+    every block), the LayerNorms ``ln_1`` and ``ln_2`` multiply channel j by ``factor``
+    and the layers reading from them (q/k/v_proj, up_proj) divide column j by
+    ``factor``: the reverse of the fold AWQ and SmoothQuant do. In float the model is
+    unchanged; the inputs of those layers now have a few channels ``factor``× larger
+    than the rest, met by small weights.
     """
-    if isinstance(n_channels, bool) or not isinstance(n_channels, int) or n_channels <= 0:
+    if (
+        isinstance(n_channels, bool)
+        or not isinstance(n_channels, int)
+        or n_channels <= 0
+    ):
         raise ValueError(f"n_channels must be a positive int, got {n_channels!r}")
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not factor > 0
+    ):
         raise ValueError(f"factor must be a positive number, got {factor!r}")
     q = copy.deepcopy(model)
     d = q.config.d_model
@@ -211,8 +255,10 @@ def plant_outlier_channels(model: nn.Module, n_channels: int = 4, factor: float 
     g = torch.Generator().manual_seed(seed)
     ch = torch.randperm(d, generator=g)[:n_channels]
     for block in q.layers:
-        for ln, linears in ((block.ln_1, (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj)),
-                            (block.ln_2, (block.mlp.up_proj,))):
+        for ln, linears in (
+            (block.ln_1, (block.attn.q_proj, block.attn.k_proj, block.attn.v_proj)),
+            (block.ln_2, (block.mlp.up_proj,)),
+        ):
             ln.weight[ch] *= factor
             ln.bias[ch] *= factor
             for lin in linears:

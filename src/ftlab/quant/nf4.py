@@ -36,13 +36,16 @@ def nf4_codebook(offset: float = NF4_OFFSET) -> Tensor:
 
     Asymmetric on purpose: with 16 codes, a symmetric table either loses the exact zero
     or wastes a code on a second zero, so bitsandbytes gives the extra code to the
-    positive side. ``statistics.NormalDist().inv_cdf`` stands in for scipy's ``norm.ppf``.
+    positive side. ``statistics.NormalDist().inv_cdf`` stands in for scipy's
+    ``norm.ppf``.
     """
     if not isinstance(offset, (int, float)) or not 0.5 < offset < 1.0:
         raise ValueError(f"offset must be a probability in (0.5, 1), got {offset!r}")
     ppf = NormalDist().inv_cdf
 
-    def probs(n: int) -> list[float]:  # n points from offset to 0.5, the last (0.5) dropped
+    def probs(
+        n: int,
+    ) -> list[float]:  # n points from offset to 0.5, the last (0.5) dropped
         return [offset + (0.5 - offset) * i / (n - 1) for i in range(n - 1)]
 
     pos = [ppf(p) for p in probs(9)]     # 8 positive quantiles

@@ -29,7 +29,10 @@ GroupSize = Union[None, int, str]
 
 
 def absmax_scale(x: Tensor, bits: int, dim: Optional[int] = -1) -> Tensor:
-    """Symmetric step size: max|x| / (2^(bits-1) − 1) along ``dim`` (kept), or over all of x if dim is None."""
+    """Symmetric step size: max|x| / (2^(bits-1) − 1) along ``dim`` (kept).
+
+    If dim is None, the max is taken over all of x.
+    """
     check_float("x", x)
     check_bits(bits)
     amax = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
@@ -38,8 +41,13 @@ def absmax_scale(x: Tensor, bits: int, dim: Optional[int] = -1) -> Tensor:
     return amax.clamp_min(torch.finfo(amax.dtype).tiny) / qmax
 
 
-def zeropoint_params(x: Tensor, bits: int, dim: Optional[int] = -1) -> tuple[Tensor, Tensor]:
-    """Asymmetric (scale, zero): scale = (max − min)/(2^bits − 1), zero = round(−min/scale), range widened to hold 0."""
+def zeropoint_params(
+    x: Tensor, bits: int, dim: Optional[int] = -1
+) -> tuple[Tensor, Tensor]:
+    """Asymmetric (scale, zero), with the range widened to hold 0.
+
+    scale = (max − min)/(2^bits − 1), zero = round(−min/scale).
+    """
     check_float("x", x)
     check_bits(bits)
     if dim is None:

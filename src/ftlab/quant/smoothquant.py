@@ -33,15 +33,24 @@ def _check_alpha(alpha) -> float:
     return float(alpha)
 
 
-def smooth_scales(act_absmax: Tensor, weight_absmax: Tensor, alpha: float = 0.5) -> Tensor:
-    """s_j = max|X_j|^α / max|W_j|^(1−α), per input channel j, both maxima clamped at 1e-5."""
+def smooth_scales(
+    act_absmax: Tensor, weight_absmax: Tensor, alpha: float = 0.5
+) -> Tensor:
+    """s_j = max|X_j|^α / max|W_j|^(1−α), per input channel j.
+
+    Both maxima are clamped at 1e-5.
+    """
     check_float("act_absmax", act_absmax)
     check_float("weight_absmax", weight_absmax)
     alpha = _check_alpha(alpha)
     if act_absmax.shape != weight_absmax.shape or act_absmax.dim() != 1:
-        raise ValueError(f"act_absmax {tuple(act_absmax.shape)} and weight_absmax "
-                         f"{tuple(weight_absmax.shape)} must be 1-D and the same length")
-    s = act_absmax.clamp_min(1e-5).pow(alpha) / weight_absmax.clamp_min(1e-5).pow(1 - alpha)
+        raise ValueError(
+            f"act_absmax {tuple(act_absmax.shape)} and weight_absmax "
+            f"{tuple(weight_absmax.shape)} must be 1-D and the same length"
+        )
+    s = act_absmax.clamp_min(1e-5).pow(alpha) / weight_absmax.clamp_min(1e-5).pow(
+        1 - alpha
+    )
     return s.clamp_min(1e-5)
 
 
