@@ -77,7 +77,19 @@ def heldout_nll(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> f
     """Mean next-token loss (nats) on the answer tokens of ``batch`` = (ids, loss_mask)."""
     model.eval()
     ids, mask = batch
-    return float(lm_loss(model, ids, mask))
+    # Rows sorted by length and run in chunks cut to each chunk's longest row: the same
+    # token losses as one padded batch, at about half the compute on mixed-length tasks.
+    real = (ids != PAD_ID) | mask.bool()
+    # right padding: a row's length runs up to its last real token
+    lengths = ids.shape[1] - real.flip(1).long().argmax(1)
+    total, count = 0.0, 0.0
+    for rows in lengths.argsort().split(64):
+        T = int(lengths[rows].max())
+        n = float(mask[rows, 1:T].sum())
+        if n:
+            total += float(lm_loss(model, ids[rows, :T], mask[rows, :T])) * n
+            count += n
+    return total / max(count, 1.0)
 
 
 @torch.no_grad()
