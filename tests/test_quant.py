@@ -516,3 +516,12 @@ def test_checkers_accept_reference_and_reject_wrong():
     check_bits_per_weight(lambda n, fields: 8 * sum(fields) / n)
     with pytest.raises(AssertionError):
         check_bits_per_weight(lambda n, fields: 8 * fields[-1] / n)  # forgets the scales
+
+
+def test_heldout_nll_chunks_give_the_padded_batch_loss():
+    torch.manual_seed(0)
+    model = ftlab.TinyGPT(ftlab.GPTConfig(n_layer=2)).eval()
+    ids, mask = eval_batch(["rev", "add", "add3_steps"], n_per_task=50, seed=0)  # 150 rows, > one chunk
+    with torch.no_grad():
+        padded = float(ftlab.lm_loss(model, ids, mask))
+    assert heldout_nll(model, (ids, mask)) == pytest.approx(padded, rel=1e-6)
