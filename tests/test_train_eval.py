@@ -118,3 +118,57 @@ def test_score_accepts_a_chapter_defined_task():
     model = TinyGPT(GPTConfig(n_layer=1))
     res = ftlab.score(model, echo, n=5, split="all")
     assert res.task == "echo1" and len(res.correct) == 5
+
+
+# --- ftlab.optim.AdamW: torch.optim.AdamW's update without importing torch._dynamo ---
+def _adamw_run(opt_cls, steps=12):
+    import copy
+    torch.manual_seed(0)
+    model = ftlab.TinyGPT(ftlab.GPTConfig(n_layer=2))
+    ids, mask = ftlab.sft_tensors(ftlab.get_task("add").examples(16, seed=0))
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    opt = opt_cls(groups, lr=3e-3, betas=(0.9, 0.99))
+    for i in range(steps):
+        opt.param_groups[0]["lr"] = 3e-3 * (i + 1) / steps     # a schedule, as ftlab.train sets it
+        loss = ftlab.lm_loss(model, ids[i % 2 * 8:(i % 2 + 1) * 8], mask[i % 2 * 8:(i % 2 + 1) * 8])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+    return model, opt
+
+
+def test_ftlab_adamw_equals_torch_adamw_bit_for_bit():
+    from ftlab.optim import AdamW
+    ours, opt = _adamw_run(AdamW)
+    ref, ref_opt = _adamw_run(torch.optim.AdamW)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        assert torch.equal(opt.state[p]["exp_avg_sq"], ref_opt.state[q]["exp_avg_sq"])
+        assert float(opt.state[p]["step"]) == float(ref_opt.state[q]["step"]) == 12
+
+
+def test_ftlab_train_does_not_import_dynamo():
+    import subprocess
+    import sys
+    code = ("import sys, ftlab; m = ftlab.TinyGPT(ftlab.GPTConfig(n_layer=1)); "
+            "ftlab.train(m, ftlab.get_task('add').examples(8, seed=0), steps=2, lr=1e-3, batch_size=4); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout
+
+
+def test_ftlab_adamw_rejects_bad_settings():
+    from ftlab.optim import AdamW
+    p = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(ValueError, match="lr"):
+        AdamW(p, lr=-1.0)
+    with pytest.raises(ValueError, match="betas"):
+        AdamW(p, betas=(0.9, 1.5))
+    with pytest.raises(ValueError, match="weight_decay"):
+        AdamW(p, weight_decay=-0.1)
+    with pytest.raises(TypeError, match="tensors"):
+        AdamW([{"params": ["w"]}])

@@ -34,6 +34,7 @@ from .model import TinyGPT
 from .progress import progress
 from .seeds import shift
 from .tasks import Item, Task, get_task
+from .optim import AdamW
 
 __all__ = ["PreferencePair", "bradley_terry_loss", "RewardModel", "train_reward_model", "reward_accuracy",
            "dpo_loss", "ipo_loss", "pair_logps", "train_dpo", "DPOHistory", "optimal_policy", "dpo_bandit",
@@ -165,7 +166,7 @@ def train_reward_model(rm: RewardModel, pairs: Sequence[PreferencePair], steps: 
     pairs, steps, batch_size = _pairs(pairs), _posint(steps, "steps"), _posint(batch_size, "batch_size")
     _positive(lr, "lr")
     prompts = [format_prompt(p.prompt, template) for p in pairs]
-    opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=0.0)
+    opt = AdamW(rm.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(shift(seed))
     losses = []
     rm.train()
@@ -321,7 +322,7 @@ def train_dpo(
     average = loss_type == "ipo"
     with torch.no_grad():
         ref_c, ref_r = pair_logps(ref, pairs, average, template)
-    opt = torch.optim.AdamW(
+    opt = AdamW(
         [p for p in policy.parameters() if p.requires_grad], lr=lr, weight_decay=0.0
     )
     gen = torch.Generator().manual_seed(shift(seed))
@@ -372,7 +373,7 @@ def dpo_bandit(rewards: torch.Tensor, ref_probs: torch.Tensor, beta: float, step
     logits = ref_probs.log().clone().requires_grad_(True)
     w = (ref_probs[:, None] * ref_probs[None, :]).detach()
     p_pref = torch.sigmoid(rewards[:, None] - rewards[None, :])
-    opt = torch.optim.Adam([logits], lr=lr)
+    opt = AdamW([logits], lr=lr, weight_decay=0.0)
     for _ in range(steps):
         logp = torch.log_softmax(logits, 0)
         ratio = logp - ref_probs.log()
@@ -485,7 +486,7 @@ def candidate_rl(ref_logps: torch.Tensor, proxy: torch.Tensor, gold: torch.Tenso
     beta, steps = _nonneg(beta, "beta"), _posint(steps, "steps")
     ref_lp = torch.log_softmax(ref_logps.detach(), 1)
     logits = ref_lp.clone().requires_grad_(True)
-    opt = torch.optim.Adam([logits], lr=_positive(lr, "lr"))
+    opt = AdamW([logits], lr=_positive(lr, "lr"), weight_decay=0.0)
     hist = RLHistory()
     for _ in range(steps + 1):
         lp = torch.log_softmax(logits, 1)
@@ -534,7 +535,7 @@ def train_rlhf(policy, ref, prompts: Sequence[str], reward_fn: Callable, steps: 
         raise ValueError("prompts is empty")
     steps, batch_size, ppo_epochs = _posint(steps, "steps"), _posint(batch_size, "batch_size"), _posint(ppo_epochs, "ppo_epochs")
     beta, lr = _nonneg(beta, "beta"), _positive(lr, "lr")
-    opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    opt = AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     rng = random.Random(shift(seed))
     hist = RLHistory()
     for step in progress(range(steps), desc="rlhf"):
@@ -685,7 +686,7 @@ def train_grpo(policy, task: str | Task, items: Sequence[Item], steps: int = 12,
     beta = _nonneg(beta, "beta")
     if beta > 0 and ref is None:
         ref = _ref_copy(policy)
-    opt = torch.optim.AdamW(policy.parameters(), lr=_positive(lr, "lr"), weight_decay=0.0)
+    opt = AdamW(policy.parameters(), lr=_positive(lr, "lr"), weight_decay=0.0)
     rng = random.Random(shift(seed))
     hist = RLHistory(extra={"zero_std_groups": [], "mean_length": []})
     max_new = t.max_answer_len + 1

@@ -25,6 +25,7 @@ from .quant import NF4Weight, dequantize_blockwise, quantize_blockwise
 from .tasks import LETTERS, Item, Task
 from .tokenizer import encode
 from .train import lm_loss
+from .optim import AdamW
 
 __all__ = [
     "LoRALinear", "add_lora", "merge_lora", "NF4Linear", "add_qlora", "training_state_bytes",
@@ -312,7 +313,7 @@ def training_state_bytes(model: nn.Module, ids: torch.Tensor, loss_mask: torch.T
     params = [p for p in m.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = AdamW(params, lr=1e-4)
     lm_loss(m, ids, loss_mask).backward()
     opt.step()
     nbytes = lambda t: t.numel() * t.element_size()

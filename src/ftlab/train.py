@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .chat import Example, sft_tensors
 from .seeds import shift
 from .progress import progress
+from .optim import AdamW
 
 
 @dataclass
@@ -115,7 +116,7 @@ def train(model, data: Sequence[Example], steps: int, lr: float, batch_size: int
         raise ValueError("no trainable parameters: every parameter is frozen")
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+    opt = AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
     ids, loss_mask = sft_tensors(list(data), mask_prompt=mask_prompt)
     ids, loss_mask = ids.to(model.device), loss_mask.to(model.device)
