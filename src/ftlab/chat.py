@@ -105,9 +105,7 @@ def sft_tensors(examples: list[Example], mask_prompt: bool = True):
         rows.append(p + c)
         masks.append([0 if mask_prompt else 1] * len(p) + [1] * len(c))
     T = max(len(r) for r in rows)
-    ids = torch.zeros((len(rows), T), dtype=torch.long)
-    loss_mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, (r, m) in enumerate(zip(rows, masks)):
-        ids[i, : len(r)] = torch.tensor(r)
-        loss_mask[i, : len(m)] = torch.tensor(m)
+    # padded as lists, then one tensor each: far faster than a tensor per row
+    ids = torch.tensor([r + [0] * (T - len(r)) for r in rows], dtype=torch.long)
+    loss_mask = torch.tensor([m + [0] * (T - len(m)) for m in masks], dtype=torch.long)
     return ids, loss_mask
