@@ -172,3 +172,15 @@ def test_ftlab_adamw_rejects_bad_settings():
         AdamW(p, weight_decay=-0.1)
     with pytest.raises(TypeError, match="tensors"):
         AdamW([{"params": ["w"]}])
+
+
+def test_exact_match_gives_the_verdicts_of_greedy_decoding():
+    from ftlab.evaluate import greedy_matches
+    model = ftlab.load("base")
+    for task, template in (("rev", "chat"), ("add", "chat"), ("copy", "raw"), ("fact", "chat")):
+        res = ftlab.score(model, task, n=48, seed=3, template=template)
+        prompts = [ftlab.format_prompt(it.prompt, template) for it in res.items]
+        assert greedy_matches(model, prompts, [it.answer for it in res.items]) == res.correct, task
+        assert ftlab.exact_match(model, task, n=48, seed=3, template=template) == res.accuracy
+    with pytest.raises(ValueError, match="same length"):
+        greedy_matches(model, ["▶a◆"], ["a", "b"])

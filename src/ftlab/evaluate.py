@@ -14,6 +14,7 @@ import torch
 
 from .chat import format_prompt
 from .generation import generate
+from .tokenizer import EOS_ID, encode, pad_batch
 from .seeds import shift
 from .tasks import Item, Task, get_task
 
@@ -57,9 +58,56 @@ def score(model, task: str | Task, items: Sequence[Item] | None = None, n: int =
     return TaskResult(t.name, items, outs, [t.verify(it, o) for it, o in zip(items, outs)])
 
 
-def exact_match(model, task: str | Task, **kw) -> float:
-    """Greedy accuracy on ``task``; keyword arguments as for ``score``."""
-    return score(model, task, **kw).accuracy
+@torch.no_grad()
+def greedy_matches(model, prompts: Sequence[str], answers: Sequence[str]) -> list[bool]:
+    """Would greedy decoding after each prompt give exactly its answer and then EOS?
+
+    One forward pass over prompt + answer instead of a decode loop: greedy decoding
+    returns the answer exactly when the model's argmax, fed the prompt and the answer
+    so far, is the answer's next character at every position and then EOS. Rows of
+    similar length share a batch, so there is little padding.
+    """
+    if isinstance(prompts, str) or isinstance(answers, str) or len(prompts) != len(answers):
+        raise ValueError("need lists of prompts and answers of the same length")
+    p_ids = [encode(p) for p in prompts]
+    a_ids = [encode(a) + [EOS_ID] for a in answers]
+    order = sorted(range(len(p_ids)), key=lambda k: len(p_ids[k]) + len(a_ids[k]))
+    out = [False] * len(p_ids)
+    was_training = model.training
+    model.eval()
+    for lo in range(0, len(order), 64):
+        chunk = order[lo:lo + 64]
+        ids, _ = pad_batch([p_ids[k] + a_ids[k] for k in chunk], side="right")
+        # (B, T): the greedy next token at every position
+        pred = model(ids.to(model.device)).argmax(-1).cpu()
+        for row, k in enumerate(chunk):
+            start = len(p_ids[k]) - 1  # the position that predicts the answer's first token
+            out[k] = pred[row, start:start + len(a_ids[k])].tolist() == a_ids[k]
+    model.train(was_training)
+    return out
+
+
+def exact_match(model, task: str | Task, items: Sequence[Item] | None = None, n: int = 200,
+                seed: int = 0, split: str = "test", template: str = "chat",
+                prompts: Sequence[str] | None = None) -> float:
+    """Greedy accuracy on ``task``; arguments as for ``score``.
+
+    For a task graded by exact match the verdicts come from ``greedy_matches`` (one
+    forward pass, the verdicts ``score`` would give); a task with its own verifier is
+    decoded by ``score``.
+    """
+    t = _task(task)
+    if t.verifier is not None:
+        return score(model, t, items=items, n=n, seed=seed, split=split, template=template,
+                     prompts=prompts).accuracy
+    if items is None:
+        items = t.items(min(n, len(t.finite)) if t.finite else n, seed=seed, split=split)
+    items = list(items)
+    if prompts is None:
+        prompts = [format_prompt(it.prompt, template) for it in items]
+    elif len(prompts) != len(items):
+        raise ValueError(f"{len(prompts)} prompts for {len(items)} items")
+    return float(np.mean(greedy_matches(model, prompts, [it.answer for it in items])))
 
 
 def sample_accuracy(model, task: str | Task, n: int = 128, k: int = 4, temperature: float = 1.0, seed: int = 0,

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from .chat import format_prompt
-from .evaluate import TaskResult, paired_bootstrap
+from .evaluate import TaskResult, greedy_matches, paired_bootstrap
 from .generation import generate
 from .seeds import shift
 from .tasks import PRETRAIN_TASKS, Item, Task, get_task
-from .tokenizer import EOS_ID, MAX_LEN, encode, pad_batch
+from .tokenizer import MAX_LEN
 
 __all__ = ["SliceResult", "route", "score_items", "greedy_correct", "make_slices", "evaluate_slices", "PairedCI",
            "paired_binary_ci", "mcnemar", "GateRule", "GateVerdict", "release_gate", "items_needed",
@@ -123,19 +123,10 @@ def greedy_correct(model, items: Sequence[Item], extra_tasks: Sequence[Task] = (
     exact = [i for i, it in enumerate(items) if tasks[it.task].verifier is None]
     other = [i for i, it in enumerate(items) if tasks[it.task].verifier is not None]
     if exact:
-        prompts = [encode(format_prompt(items[i].prompt)) for i in exact]
-        answers = [encode(items[i].answer) + [EOS_ID] for i in exact]
-        order = sorted(range(len(exact)), key=lambda k: len(prompts[k]) + len(answers[k]))
-        was_training = model.training
-        model.eval()
-        for lo in range(0, len(order), 64):  # similar lengths share a batch: little padding
-            chunk = order[lo:lo + 64]
-            ids, _ = pad_batch([prompts[k] + answers[k] for k in chunk], side="right")
-            pred = model(ids.to(model.device)).argmax(-1).cpu()  # (B, T): the greedy next token everywhere
-            for row, k in enumerate(chunk):
-                start = len(prompts[k]) - 1  # the position that predicts the answer's first token
-                out[exact[k]] = pred[row, start:start + len(answers[k])].tolist() == answers[k]
-        model.train(was_training)
+        verdicts = greedy_matches(model, [format_prompt(items[i].prompt) for i in exact],
+                                  [items[i].answer for i in exact])
+        for i, c in zip(exact, verdicts):
+            out[i] = c
     if other:
         res = score_items(model, [items[i] for i in other], extra_tasks)
         for i, c in zip(other, res.correct):
