@@ -288,3 +288,19 @@ def test_trl_configs_shown_in_chapter_06_construct(tmp_path):
     assert (d.beta, d.lmbda, d.temperature) == (0.5, 0.5, 0.9)
     dist = trl.DistillationConfig(output_dir=str(tmp_path / "dist"), use_cpu=True)
     assert dist.beta == 1.0                                            # chapter 06: reverse KL by default
+
+
+def test_generalized_jsd_matches_trl_gkd_loss():
+    """ftlab's GKD loss equals TRL's GKDTrainer.generalized_jsd_loss at T = 1 (its docstring's claim)."""
+    gkd = pytest.importorskip("trl.experimental.gkd")
+    from ftlab.distill import generalized_jsd
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(3, 5, 11, generator=g) * 2, torch.randn(3, 5, 11, generator=g) * 2
+    labels = torch.randint(0, 11, (3, 5), generator=g)
+    labels[0, :2] = -100
+    labels[2, 4] = -100
+    mask = (labels != -100).long()
+    for beta in (0.0, 0.1, 0.5, 0.9, 1.0):
+        ref = gkd.GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=beta, temperature=1.0)
+        ours = generalized_jsd(s, t, beta=beta, T=1.0, mask=mask)
+        assert float(ours) == pytest.approx(float(ref), rel=1e-5, abs=1e-7), beta
