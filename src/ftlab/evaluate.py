@@ -39,6 +39,18 @@ class TaskResult:
         return f"TaskResult({self.task!r}, accuracy={self.accuracy:.3f}, n={len(self.correct)})"
 
 
+def _items_and_prompts(t: Task, items, n, seed, split, template, prompts):
+    """The items to score (given, or ``n`` drawn from ``split``) and their prompts."""
+    if items is None:
+        items = t.items(min(n, len(t.finite)) if t.finite else n, seed=seed, split=split)
+    items = list(items)
+    if prompts is None:
+        prompts = [format_prompt(it.prompt, template) for it in items]
+    elif len(prompts) != len(items):
+        raise ValueError(f"{len(prompts)} prompts for {len(items)} items")
+    return items, prompts
+
+
 def score(model, task: str | Task, items: Sequence[Item] | None = None, n: int = 200, seed: int = 0,
           split: str = "test", template: str = "chat", prompts: Sequence[str] | None = None) -> TaskResult:
     """Greedy exact match (by the task's verifier) of ``model`` on ``task``.
@@ -47,13 +59,7 @@ def score(model, task: str | Task, items: Sequence[Item] | None = None, n: int =
     overrides the formatted prompts (to test retrieval or a changed template).
     """
     t = _task(task)
-    if items is None:
-        items = t.items(min(n, len(t.finite)) if t.finite else n, seed=seed, split=split)
-    items = list(items)
-    if prompts is None:
-        prompts = [format_prompt(it.prompt, template) for it in items]
-    elif len(prompts) != len(items):
-        raise ValueError(f"{len(prompts)} prompts for {len(items)} items")
+    items, prompts = _items_and_prompts(t, items, n, seed, split, template, prompts)
     outs = [g.text for g in generate(model, prompts, max_new_tokens=t.max_answer_len + 1)]
     return TaskResult(t.name, items, outs, [t.verify(it, o) for it, o in zip(items, outs)])
 
@@ -100,13 +106,7 @@ def exact_match(model, task: str | Task, items: Sequence[Item] | None = None, n:
     if t.verifier is not None:
         return score(model, t, items=items, n=n, seed=seed, split=split, template=template,
                      prompts=prompts).accuracy
-    if items is None:
-        items = t.items(min(n, len(t.finite)) if t.finite else n, seed=seed, split=split)
-    items = list(items)
-    if prompts is None:
-        prompts = [format_prompt(it.prompt, template) for it in items]
-    elif len(prompts) != len(items):
-        raise ValueError(f"{len(prompts)} prompts for {len(items)} items")
+    items, prompts = _items_and_prompts(t, items, n, seed, split, template, prompts)
     return float(np.mean(greedy_matches(model, prompts, [it.answer for it in items])))
 
 
