@@ -122,7 +122,6 @@ def test_score_accepts_a_chapter_defined_task():
 
 # --- ftlab.optim.AdamW: torch.optim.AdamW's update without importing torch._dynamo ---
 def _adamw_run(opt_cls, steps=12):
-    import copy
     torch.manual_seed(0)
     model = ftlab.TinyGPT(ftlab.GPTConfig(n_layer=2))
     ids, mask = ftlab.sft_tensors(ftlab.get_task("add").examples(16, seed=0))
