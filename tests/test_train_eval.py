@@ -183,3 +183,24 @@ def test_exact_match_gives_the_verdicts_of_greedy_decoding():
         assert ftlab.exact_match(model, task, n=48, seed=3, template=template) == res.accuracy
     with pytest.raises(ValueError, match="same length"):
         greedy_matches(model, ["▶a◆"], ["a", "b"])
+
+
+def test_every_verifier_accepts_the_reference_answer():
+    # exact_match and gate.greedy_correct count a greedy output equal to the reference as
+    # right without decoding it; that is only sound if every verifier accepts it.
+    from ftlab.tasks import TASKS
+    for name, task in TASKS.items():
+        n = 20 if name == "mul" else min(60, len(task.finite)) if task.finite else 60
+        items = task.items(n, seed=1)
+        assert all(task.verify(it, it.answer) for it in items), name
+
+
+def test_exact_match_decodes_only_what_a_verifier_must_judge():
+    # pick accepts any listed letter, add3_steps any worked steps with the right sum:
+    # misses of the reference are decoded, and the verdicts stay those of score.
+    for model, task in ((ftlab.load("base"), "pick"), (ftlab.load("math-weak"), "add3_steps")):
+        res = ftlab.score(model, task, n=64, seed=4)
+        assert 0 < res.accuracy < 1, (task, res.accuracy)  # right and wrong answers both occur
+        assert ftlab.exact_match(model, task, n=64, seed=4) == res.accuracy, task
+        if task == "pick":  # right answers other than the reference letter: decoded
+            assert any(c and o != it.answer for it, o, c in zip(res.items, res.outputs, res.correct))

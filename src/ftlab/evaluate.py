@@ -98,16 +98,19 @@ def exact_match(model, task: str | Task, items: Sequence[Item] | None = None, n:
                 prompts: Sequence[str] | None = None) -> float:
     """Greedy accuracy on ``task``; arguments as for ``score``.
 
-    For a task graded by exact match the verdicts come from ``greedy_matches`` (one
-    forward pass, the verdicts ``score`` would give); a task with its own verifier is
-    decoded by ``score``.
+    The verdicts are those ``score`` would give, from ``greedy_matches`` (one forward
+    pass): greedy decoding that returns the reference answer is right. A task with its
+    own verifier accepts other answers too, so its misses are decoded by ``score``.
     """
     t = _task(task)
-    if t.verifier is not None:
-        return score(model, t, items=items, n=n, seed=seed, split=split, template=template,
-                     prompts=prompts).accuracy
     items, prompts = _items_and_prompts(t, items, n, seed, split, template, prompts)
-    return float(np.mean(greedy_matches(model, prompts, [it.answer for it in items])))
+    hits = greedy_matches(model, prompts, [it.answer for it in items])
+    misses = [k for k, h in enumerate(hits) if not h]
+    if t.verifier is not None and misses:  # a miss may still be an answer the verifier accepts
+        res = score(model, t, items=[items[k] for k in misses], prompts=[prompts[k] for k in misses])
+        for k, c in zip(misses, res.correct):
+            hits[k] = c
+    return float(np.mean(hits))
 
 
 def sample_accuracy(model, task: str | Task, n: int = 128, k: int = 4, temperature: float = 1.0, seed: int = 0,

@@ -109,7 +109,8 @@ def greedy_correct(model, items: Sequence[Item], extra_tasks: Sequence[Task] = (
     fed the prompt and the answer so far, the model's argmax is the answer's next
     character at every position and then EOS. That is one batched forward pass, instead
     of one pass per generated token. Tasks with their own verifier (``pick``,
-    ``add_steps``, ...) are decoded as usual by ``score_items``.
+    ``add_steps``, ...) accept the reference answer too, so only their items that miss
+    it are decoded, by ``score_items``.
     """
     items = list(items)
     if not items:
@@ -119,14 +120,11 @@ def greedy_correct(model, items: Sequence[Item], extra_tasks: Sequence[Task] = (
     if len(tasks) == 0 or any(not isinstance(it, Item) for it in items):
         bad = next(it for it in items if not isinstance(it, Item))
         raise TypeError(f"expected ftlab.Item, got {type(bad).__name__}: {bad!r}")
-    out: list[bool] = [False] * len(items)
-    exact = [i for i, it in enumerate(items) if tasks[it.task].verifier is None]
-    other = [i for i, it in enumerate(items) if tasks[it.task].verifier is not None]
-    if exact:
-        verdicts = greedy_matches(model, [format_prompt(items[i].prompt) for i in exact],
-                                  [items[i].answer for i in exact])
-        for i, c in zip(exact, verdicts):
-            out[i] = c
+    # Greedy decoding that returns the reference answer is right for every task (a
+    # verifier accepts the reference too); only other tasks' misses need decoding.
+    out = greedy_matches(model, [format_prompt(it.prompt) for it in items],
+                         [it.answer for it in items])
+    other = [i for i, it in enumerate(items) if not out[i] and tasks[it.task].verifier is not None]
     if other:
         res = score_items(model, [items[i] for i in other], extra_tasks)
         for i, c in zip(other, res.correct):
