@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUILD  := $(VENV)/bin/jupyter-book build . --all -W -n --keep-going
-NBVAL  := $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env
+NBVAL  := $(PY) -m pytest -p no:cacheprovider -p no:anyio --nbval-lax --nbval-current-env
 export FTLAB_QUIET := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
