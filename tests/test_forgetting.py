@@ -165,6 +165,28 @@ def test_at_matched_interpolates_at_the_first_crossing():
         at_matched([0.1], [0.1], 1.5)
 
 
+def test_read_points_give_at_matched_the_same_answer():
+    # Chapters 07 and 07d score the old tasks only at read_points; the comparison must
+    # not change. Random curves, non-monotone ones included, at the pages' levels.
+    import numpy as np
+    from ftlab.forgetting import at_matched, read_points
+    rng = np.random.default_rng(0)
+    levels = (0.4, 0.7, 0.9)
+    for _ in range(500):
+        n = int(rng.integers(1, 10))
+        new = np.clip(np.cumsum(rng.normal(0.12, 0.15, n)), 0, 1).tolist()
+        old = rng.random(n).tolist()
+        keep = read_points(new, levels)
+        assert keep[0] == 0 and keep[-1] == n - 1 and keep == sorted(set(keep))
+        for lv in levels:
+            assert at_matched([new[i] for i in keep], [old[i] for i in keep], lv) == at_matched(new, old, lv)
+    assert read_points([0.0, 0.1, 0.5, 0.8, 0.95, 1.0, 1.0], levels) == [0, 1, 2, 3, 4, 6]
+    with pytest.raises(ValueError, match="empty"):
+        read_points([], levels)
+    with pytest.raises(ValueError, match="level"):
+        read_points([0.5], (1.5,))
+
+
 def test_interpolate_is_wise_ft():
     from ftlab.forgetting import interpolate
     torch.manual_seed(0)
