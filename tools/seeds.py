@@ -12,11 +12,8 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-NBVAL = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:anyio",
-         "--nbval-lax", "--nbval-current-env"]
+from bench import NBVAL, ROOT  # the bench's nbval command, so both run notebooks alike
 
 
 def main(argv: list[str]) -> int:
